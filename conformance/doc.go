@@ -1,0 +1,27 @@
+// Package conformance holds mptund's wire-level conformance tests against
+// the Linux kernel's MPTCP implementation (RFC 8684).
+//
+// The tests run real kernel MPTCP peers (the kpeer program in
+// internal/kpeer) in network namespaces, make the kernel exercise each part
+// of the protocol — MP_CAPABLE, MP_JOIN, DSS mappings and DATA_FIN,
+// ADD_ADDR (IPv4 and IPv6, with and without port) and its echo,
+// REMOVE_ADDR, MP_PRIO, DSS checksums, MP_FASTCLOSE with MP_TCPRST — capture
+// the packets with tcpdump and check, for every capture:
+//
+//   - that the options and pcaps packages decode every MPTCP option;
+//   - that the decoded fields equal tshark's dissection of the same packets,
+//     option by option, and gopacket's where it exposes them;
+//   - that every token, join HMAC, ADD_ADDR HMAC and DSS checksum verifies
+//     with the handshake and checksum packages;
+//   - that pcaps.Analyze and `mptund pcap inspect` accept the capture;
+//   - that the kernel's MPTcpExt counters moved as expected and no error
+//     counter moved.
+//
+// One capture per scenario is kept in pcaps/testdata/kernel as a regression
+// fixture; TestKernelFixtures re-checks them without root. Regenerate them
+// with
+//
+//	go test ./conformance -run TestKernelScenarios -update
+//
+// (or MPTUND_UPDATE_FIXTURES=1), as root on a kernel with MPTCP.
+package conformance

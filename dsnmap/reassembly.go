@@ -1,0 +1,247 @@
+package dsnmap
+
+import "errors"
+
+// ErrDataAfterFIN: data placed beyond the peer's DATA_FIN, or a second
+// DATA_FIN at a different place (a protocol violation).
+var ErrDataAfterFIN = errors.New("dsnmap: data beyond DATA_FIN")
+
+// Reassembler is the connection-level receive buffer (RFC 8684 §3.3.4):
+// it takes pieces from every subflow, in any order, and yields the byte
+// stream in data-sequence order. Its capacity is the connection's receive
+// buffer; the receive window it advertises is relative to the next expected
+// DSN, which is also the cumulative Data ACK.
+//
+// Pieces are copied in. Duplicate and overlapping bytes are dropped; bytes
+// beyond the window are refused and counted. Not safe for concurrent use.
+type Reassembler struct {
+	next  DSN // next DSN expected: the Data ACK
+	limit int // bytes buffered at most (ready + out of order)
+
+	ready      [][]byte // in order, not yet read; ready[0][readOff:] is next
+	readOff    int
+	readyBytes int
+
+	ooo      []oooSeg // sorted by DSN, non-overlapping, none adjacent to next
+	oooBytes int
+
+	fin     bool // the peer's DATA_FIN position is known
+	finDSN  DSN
+	finDone bool // next has passed the DATA_FIN: end of stream
+
+	stats ReassemblyStats
+}
+
+// ReassemblyStats counts what happened to inserted bytes.
+type ReassemblyStats struct {
+	InOrder    uint64 // bytes that extended the in-order stream directly
+	OutOfOrder uint64 // bytes queued out of order
+	Duplicate  uint64 // bytes already received, dropped
+	Refused    uint64 // bytes beyond the window, dropped
+}
+
+type oooSeg struct {
+	dsn  DSN
+	data []byte
+}
+
+func (s oooSeg) end() DSN { return s.dsn.Add(uint64(len(s.data))) }
+
+// NewReassembler expects the first byte at start (the peer's IDSN+1) and
+// buffers at most limit bytes.
+func NewReassembler(start DSN, limit int) *Reassembler {
+	return &Reassembler{next: start, limit: limit}
+}
+
+// Next is the next DSN expected in order: the cumulative Data ACK to send.
+func (r *Reassembler) Next() DSN { return r.next }
+
+// Window is the receive window to advertise, in bytes from Next.
+func (r *Reassembler) Window() int {
+	w := r.limit - r.readyBytes
+	if w < 0 {
+		return 0
+	}
+	return w
+}
+
+// Readable is the number of in-order bytes waiting to be read.
+func (r *Reassembler) Readable() int { return r.readyBytes }
+
+// OutOfOrder is the number of bytes queued out of order.
+func (r *Reassembler) OutOfOrder() int { return r.oooBytes }
+
+// EOF reports whether the DATA_FIN has been reached and every byte before it
+// read.
+func (r *Reassembler) EOF() bool { return r.finDone && r.readyBytes == 0 }
+
+// FINReceived reports whether the in-order stream has reached the DATA_FIN.
+func (r *Reassembler) FINReceived() bool { return r.finDone }
+
+// Stats returns the byte counters.
+func (r *Reassembler) Stats() ReassemblyStats { return r.stats }
+
+// SetLimit changes the buffer capacity (receive-buffer auto-tuning).
+func (r *Reassembler) SetLimit(n int) { r.limit = n }
+
+// Insert places a piece. A DATA_FIN flag marks DSN+len(Data) as the end of
+// the stream. It returns the number of bytes newly accepted.
+func (r *Reassembler) Insert(p Piece) (int, error) {
+	end := p.DSN.Add(uint64(len(p.Data)))
+	if p.DataFIN {
+		if err := r.SetFIN(end); err != nil {
+			return 0, err
+		}
+	}
+	if r.fin && r.finDSN.LessThan(end) {
+		return 0, ErrDataAfterFIN
+	}
+	data, dsn := p.Data, p.DSN
+	// Trim what was already received.
+	if dsn.LessThan(r.next) {
+		skip := dsn.Size(r.next)
+		if skip >= uint64(len(data)) {
+			r.stats.Duplicate += uint64(len(data))
+			r.advanceFIN()
+			return 0, nil
+		}
+		r.stats.Duplicate += skip
+		data, dsn = data[skip:], r.next
+	}
+	// Trim what lies beyond the window.
+	right := r.next.Add(uint64(r.Window()))
+	if !dsn.LessThan(right) {
+		r.stats.Refused += uint64(len(data))
+		return 0, nil
+	}
+	if room := dsn.Size(right); uint64(len(data)) > room {
+		r.stats.Refused += uint64(len(data)) - room
+		data = data[:room]
+	}
+	var n int
+	if dsn == r.next && len(r.ooo) == 0 {
+		n = r.appendReady(data)
+		r.stats.InOrder += uint64(n)
+	} else if dsn == r.next {
+		// Queue it with the out-of-order segments so overlap with them
+		// is trimmed once, then move the now-contiguous run to ready.
+		n = r.insertOOO(dsn, data)
+		r.stats.InOrder += uint64(n)
+		r.drainOOO()
+	} else {
+		n = r.insertOOO(dsn, data)
+		r.stats.OutOfOrder += uint64(n)
+	}
+	r.advanceFIN()
+	return n, nil
+}
+
+// SetFIN records that the peer's DATA_FIN occupies dsn.
+func (r *Reassembler) SetFIN(dsn DSN) error {
+	if r.fin {
+		if r.finDSN != dsn {
+			return ErrDataAfterFIN
+		}
+		return nil
+	}
+	if dsn.LessThan(r.next) || (len(r.ooo) > 0 && dsn.LessThan(r.ooo[len(r.ooo)-1].end())) {
+		return ErrDataAfterFIN
+	}
+	r.fin, r.finDSN = true, dsn
+	r.advanceFIN()
+	return nil
+}
+
+func (r *Reassembler) advanceFIN() {
+	if r.fin && !r.finDone && r.next == r.finDSN {
+		r.finDone = true
+		r.next = r.next.Add(1) // the DATA_FIN takes one DSN
+	}
+}
+
+// appendReady copies data onto the in-order queue. The copy keeps pieces
+// small enough to be reused by readers but never splits below 1 byte.
+func (r *Reassembler) appendReady(data []byte) int {
+	if len(data) == 0 {
+		return 0
+	}
+	buf := make([]byte, len(data))
+	copy(buf, data)
+	r.ready = append(r.ready, buf)
+	r.readyBytes += len(buf)
+	r.next = r.next.Add(uint64(len(buf)))
+	return len(buf)
+}
+
+// insertOOO queues data at dsn (> next), dropping overlap with queued
+// segments, and returns the bytes newly queued.
+func (r *Reassembler) insertOOO(dsn DSN, data []byte) int {
+	added := 0
+	i := 0
+	for len(data) > 0 {
+		for i < len(r.ooo) && !dsn.LessThan(r.ooo[i].end()) {
+			i++
+		}
+		if i < len(r.ooo) && !dsn.LessThan(r.ooo[i].dsn) {
+			// dsn lies inside segment i: skip the overlap.
+			skip := dsn.Size(r.ooo[i].end())
+			if skip >= uint64(len(data)) {
+				r.stats.Duplicate += uint64(len(data))
+				return added
+			}
+			r.stats.Duplicate += skip
+			data, dsn = data[skip:], r.ooo[i].end()
+			continue
+		}
+		// dsn falls in the gap before segment i (or after all).
+		n := uint64(len(data))
+		if i < len(r.ooo) {
+			if gap := dsn.Size(r.ooo[i].dsn); gap < n {
+				n = gap
+			}
+		}
+		buf := make([]byte, n)
+		copy(buf, data[:n])
+		r.ooo = append(r.ooo, oooSeg{})
+		copy(r.ooo[i+1:], r.ooo[i:])
+		r.ooo[i] = oooSeg{dsn: dsn, data: buf}
+		r.oooBytes += int(n)
+		added += int(n)
+		data, dsn = data[n:], dsn.Add(n)
+		i++
+	}
+	return added
+}
+
+// drainOOO moves queued segments that now continue the stream to ready.
+func (r *Reassembler) drainOOO() {
+	k := 0
+	for k < len(r.ooo) && r.ooo[k].dsn == r.next {
+		s := r.ooo[k]
+		r.ready = append(r.ready, s.data)
+		r.readyBytes += len(s.data)
+		r.oooBytes -= len(s.data)
+		r.next = s.end()
+		k++
+	}
+	if k > 0 {
+		r.ooo = append(r.ooo[:0], r.ooo[k:]...)
+	}
+}
+
+// Read copies in-order bytes into p and returns how many.
+func (r *Reassembler) Read(p []byte) int {
+	n := 0
+	for n < len(p) && len(r.ready) > 0 {
+		c := copy(p[n:], r.ready[0][r.readOff:])
+		n += c
+		r.readOff += c
+		if r.readOff == len(r.ready[0]) {
+			r.ready[0] = nil
+			r.ready = r.ready[1:]
+			r.readOff = 0
+		}
+	}
+	r.readyBytes -= n
+	return n
+}

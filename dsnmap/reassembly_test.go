@@ -1,0 +1,135 @@
+package dsnmap
+
+import (
+	"bytes"
+	"math/rand"
+	"testing"
+)
+
+func TestReassemblerShuffledDuplicatedPieces(t *testing.T) {
+	rng := rand.New(rand.NewSource(7))
+	for iter := 0; iter < 200; iter++ {
+		start := DSN(rng.Uint64())
+		stream := make([]byte, 1+rng.Intn(20000))
+		rng.Read(stream)
+		// Cut into random pieces, duplicate some with random overlaps.
+		var pieces []Piece
+		for off := 0; off < len(stream); {
+			n := 1 + rng.Intn(1500)
+			if off+n > len(stream) {
+				n = len(stream) - off
+			}
+			pieces = append(pieces, Piece{DSN: start.Add(uint64(off)), Data: stream[off : off+n]})
+			if rng.Intn(4) == 0 {
+				a := rng.Intn(len(stream))
+				b := a + rng.Intn(len(stream)-a) + 1
+				pieces = append(pieces, Piece{DSN: start.Add(uint64(a)), Data: stream[a:b]})
+			}
+			off += n
+		}
+		rng.Shuffle(len(pieces), func(i, j int) { pieces[i], pieces[j] = pieces[j], pieces[i] })
+		r := NewReassembler(start, len(stream))
+		var accepted int
+		for _, p := range pieces {
+			n, err := r.Insert(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			accepted += n
+		}
+		if accepted != len(stream) || r.Next() != start.Add(uint64(len(stream))) || r.OutOfOrder() != 0 {
+			t.Fatalf("iter %d: accepted %d of %d, next %d, ooo %d", iter, accepted, len(stream), r.Next()-start, r.OutOfOrder())
+		}
+		got := make([]byte, len(stream)+10)
+		n := r.Read(got)
+		if !bytes.Equal(got[:n], stream) {
+			t.Fatalf("iter %d: reassembled stream differs", iter)
+		}
+	}
+}
+
+func TestReassemblerWindow(t *testing.T) {
+	r := NewReassembler(100, 10)
+	// Beyond the right edge: refused.
+	if n, _ := r.Insert(Piece{DSN: 110, Data: []byte("x")}); n != 0 || r.Stats().Refused != 1 {
+		t.Fatalf("byte at the right edge accepted (n=%d)", n)
+	}
+	// Straddling the edge: trimmed.
+	if n, _ := r.Insert(Piece{DSN: 105, Data: []byte("0123456789")}); n != 5 {
+		t.Fatalf("straddling piece: accepted %d, want 5", n)
+	}
+	if n, _ := r.Insert(Piece{DSN: 100, Data: []byte("abcde")}); n != 5 {
+		t.Fatalf("in-order piece: accepted %d", n)
+	}
+	if r.Window() != 0 || r.Readable() != 10 {
+		t.Fatalf("window %d readable %d, want 0 and 10", r.Window(), r.Readable())
+	}
+	buf := make([]byte, 4)
+	r.Read(buf)
+	if r.Window() != 4 {
+		t.Fatalf("window after reading 4: %d", r.Window())
+	}
+}
+
+func TestReassemblerDataFIN(t *testing.T) {
+	r := NewReassembler(1, 100)
+	// The FIN-carrying piece arrives first, out of order.
+	if _, err := r.Insert(Piece{DSN: 4, Data: []byte("def"), DataFIN: true}); err != nil {
+		t.Fatal(err)
+	}
+	if r.FINReceived() {
+		t.Fatal("FIN reached with a hole before it")
+	}
+	if _, err := r.Insert(Piece{DSN: 1, Data: []byte("abc")}); err != nil {
+		t.Fatal(err)
+	}
+	if !r.FINReceived() || r.Next() != 8 {
+		t.Fatalf("FINReceived=%v Next=%d; want true and 8 (6 bytes + FIN)", r.FINReceived(), r.Next())
+	}
+	if _, err := r.Insert(Piece{DSN: 7, Data: []byte("z")}); err == nil {
+		t.Fatal("data after DATA_FIN accepted")
+	}
+	buf := make([]byte, 10)
+	if n := r.Read(buf); n != 6 || !r.EOF() {
+		t.Fatalf("read %d, EOF=%v", n, r.EOF())
+	}
+}
+
+// FuzzReassembler inserts arbitrary pieces of a known stream and checks that
+// what comes out is always a prefix of it, and never more than the limit is
+// buffered.
+func FuzzReassembler(f *testing.F) {
+	f.Add([]byte{0, 10, 5, 5, 20, 3}, uint16(64))
+	f.Add([]byte{3, 4, 0, 3, 7, 9, 1, 1}, uint16(5))
+	f.Fuzz(func(t *testing.T, ops []byte, limit uint16) {
+		stream := make([]byte, 300)
+		for i := range stream {
+			stream[i] = byte(i * 7)
+		}
+		start := DSN(1<<64 - 100) // crosses the 2^64 wrap
+		r := NewReassembler(start, int(limit))
+		var out []byte
+		buf := make([]byte, 37)
+		for len(ops) >= 2 {
+			off, n := int(ops[0])%len(stream), int(ops[1])
+			ops = ops[2:]
+			if off+n > len(stream) {
+				n = len(stream) - off
+			}
+			if _, err := r.Insert(Piece{DSN: start.Add(uint64(off)), Data: stream[off : off+n]}); err != nil {
+				t.Fatal(err)
+			}
+			if r.Readable()+r.OutOfOrder() > int(limit) {
+				t.Fatalf("buffered %d > limit %d", r.Readable()+r.OutOfOrder(), limit)
+			}
+			k := r.Read(buf)
+			out = append(out, buf[:k]...)
+		}
+		if !bytes.Equal(out, stream[:len(out)]) {
+			t.Fatal("output is not a prefix of the stream")
+		}
+		if uint64(len(out)+r.Readable()) != start.Size(r.Next()) {
+			t.Fatalf("Next %d inconsistent with %d delivered bytes", start.Size(r.Next()), len(out)+r.Readable())
+		}
+	})
+}

@@ -1,0 +1,162 @@
+package tcp
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"gvisor.dev/gvisor/pkg/tcpip"
+)
+
+// AckSample is what a congestion controller learns from one ACK.
+type AckSample struct {
+	Now tcpip.MonotonicTime
+	// Acked is the number of bytes newly acknowledged, cumulatively or by
+	// SACK.
+	Acked int
+	// RTT is the sample taken from this ACK, zero when none (Karn's rule).
+	RTT time.Duration
+	// InFlight is the sender's estimate of bytes in flight before the ACK.
+	InFlight int
+	// AppLimited is set when the sender was not using its whole cwnd: a
+	// controller should not grow the window then (RFC 7661).
+	AppLimited bool
+}
+
+// CongestionControl computes the congestion window of one subflow
+// (RFC 5681). All amounts are bytes. The endpoint calls it synchronously;
+// it is not safe for concurrent use. Loss recovery itself (which bytes to
+// retransmit, pipe) is the endpoint's (RFC 6675); the controller only sets
+// cwnd and ssthresh.
+type CongestionControl interface {
+	// Name is the registered name.
+	Name() string
+	// OnAck is called for every ACK that acknowledges new data outside
+	// loss recovery.
+	OnAck(s *AckSample)
+	// OnCongestionEvent is called once when fast recovery starts (three
+	// duplicate ACKs or SACK loss detection): it must set ssthresh and the
+	// cwnd to use during recovery.
+	OnCongestionEvent(now tcpip.MonotonicTime, inFlight int)
+	// OnRecoveryExit is called when fast recovery ends (the recovery point
+	// is cumulatively acknowledged).
+	OnRecoveryExit(now tcpip.MonotonicTime)
+	// OnRTO is called when the retransmission timer expires (RFC 5681 §3.1:
+	// ssthresh from flight size, cwnd to one segment).
+	OnRTO(now tcpip.MonotonicTime, inFlight int)
+	// SetMSS changes the segment size (after negotiation or PMTU change).
+	SetMSS(mss int)
+	// Cwnd and Ssthresh return the current values in bytes.
+	Cwnd() int
+	Ssthresh() int
+}
+
+// SubflowStats is the read-only view of an endpoint a controller may use;
+// coupled controllers (LIA, RFC 6356; OLIA) keep the views of every
+// subflow of a connection and read their windows and RTTs.
+type SubflowStats interface {
+	SRTT() time.Duration
+	MSS() int
+	CongestionWindow() int
+}
+
+// CCParams is given to a controller factory.
+type CCParams struct {
+	MSS         int
+	InitialCwnd int // bytes
+	Subflow     SubflowStats
+}
+
+// CCFactory builds a congestion controller.
+type CCFactory func(p CCParams) CongestionControl
+
+var ccRegistry = struct {
+	sync.RWMutex
+	m map[string]CCFactory
+}{m: map[string]CCFactory{
+	"newreno": newNewReno,
+	"reno":    newNewReno,
+	"cubic":   newCubic,
+}}
+
+// RegisterCongestionControl makes a controller available by name to
+// Config.Congestion. Registering a name twice replaces the factory.
+func RegisterCongestionControl(name string, f CCFactory) {
+	ccRegistry.Lock()
+	ccRegistry.m[name] = f
+	ccRegistry.Unlock()
+}
+
+// CongestionControls returns the registered names, sorted.
+func CongestionControls() []string {
+	ccRegistry.RLock()
+	defer ccRegistry.RUnlock()
+	names := make([]string, 0, len(ccRegistry.m))
+	for n := range ccRegistry.m {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// NewCongestionControl builds the named controller.
+func NewCongestionControl(name string, p CCParams) (CongestionControl, error) {
+	ccRegistry.RLock()
+	f, ok := ccRegistry.m[name]
+	ccRegistry.RUnlock()
+	if !ok {
+		return nil, fmt.Errorf("tcp: unknown congestion control %q", name)
+	}
+	return f(p), nil
+}
+
+// newReno is RFC 5681 congestion avoidance with RFC 3465 appropriate byte
+// counting (L = 2*SMSS) in slow start; fast recovery is RFC 6582's, driven
+// by the endpoint.
+type newReno struct {
+	mss      int
+	cwnd     int
+	ssthresh int
+	acc      int // bytes acknowledged since the last cwnd increase (CA)
+}
+
+var _ CongestionControl = (*newReno)(nil)
+
+func newNewReno(p CCParams) CongestionControl {
+	return &newReno{mss: p.MSS, cwnd: p.InitialCwnd, ssthresh: 1 << 30}
+}
+
+func (r *newReno) Name() string  { return "newreno" }
+func (r *newReno) Cwnd() int     { return r.cwnd }
+func (r *newReno) Ssthresh() int { return r.ssthresh }
+func (r *newReno) SetMSS(m int)  { r.mss = m }
+
+func (r *newReno) OnAck(s *AckSample) {
+	if s.AppLimited {
+		return
+	}
+	if r.cwnd < r.ssthresh {
+		r.cwnd += min(s.Acked, 2*r.mss)
+		return
+	}
+	r.acc += s.Acked
+	if r.acc >= r.cwnd {
+		r.acc -= r.cwnd
+		r.cwnd += r.mss
+	}
+}
+
+func (r *newReno) OnCongestionEvent(_ tcpip.MonotonicTime, inFlight int) {
+	r.ssthresh = max(inFlight/2, 2*r.mss)
+	r.cwnd = r.ssthresh
+	r.acc = 0
+}
+
+func (r *newReno) OnRecoveryExit(tcpip.MonotonicTime) {}
+
+func (r *newReno) OnRTO(_ tcpip.MonotonicTime, inFlight int) {
+	r.ssthresh = max(inFlight/2, 2*r.mss)
+	r.cwnd = r.mss
+	r.acc = 0
+}

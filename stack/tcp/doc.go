@@ -1,0 +1,73 @@
+// Package tcp is mptund's own TCP: a sans-I/O implementation of RFC 9293
+// used for every MPTCP subflow (RFC 8684) and for plain-TCP fallback. It
+// does no I/O and reads time only from an injected tcpip.Clock; the gVisor
+// adapter in stack/ (transport protocol 6) and the simulator in
+// stack/tcp/simnet drive it.
+//
+// # Shape
+//
+//   - Input: Endpoint.HandleSegment(*Segment) with header fields, options
+//     already parsed by options.ParseTCPOptions (ParseSegment does both from
+//     raw bytes) and a payload view valid during the call.
+//   - Output: Config.Output.WriteSegment(*OutSegment): header fields, the
+//     complete option block and the payload as a view of the send buffer,
+//     all valid only during the call (copy or build a packet buffer).
+//     OutSegment.AppendHeader encodes the TCP header (checksum zero).
+//   - Time: NextDeadline reports the earliest timer; call HandleTimers when
+//     it has passed (one clock.AfterFunc per endpoint suffices; EventTimer
+//     says the deadline changed). Nothing uses AfterFunc internally, so
+//     runs on faketime.ManualClock are deterministic.
+//   - Readiness: Config.Notify receives Events (readable, writable,
+//     established, closed, error, timer) synchronously.
+//   - Application side: Connect, Write (copies, ErrWouldBlock when full),
+//     EnqueueChunk (MPTCP), Read (ErrWouldBlock, (0, nil) at EOF),
+//     CloseWrite (FIN after queued data), Close, Abort (RST), State, Err,
+//     Info, SendAck, Kick.
+//   - Passive open: Listener.HandleSegment for segments matching no
+//     endpoint returns new endpoints to register (SYN queue bounded by
+//     Backlog, SYN cookies when full, RFC 4987).
+//   - Path MTU: HandlePacketTooBig lowers the MSS and retransmits.
+//
+// Concurrency: an Endpoint or Listener is not safe for concurrent use; the
+// caller serialises all calls (the adapter holds a per-endpoint mutex).
+// Callbacks (Output, Notify, Extension) run inside those calls and must not
+// re-enter the endpoint.
+//
+// # MPTCP hooks
+//
+// Config.Extension (see Extension for the exact contract) is asked for the
+// options of every outgoing segment, SYNs included, with the metadata of
+// the chunk the payload comes from (EnqueueChunk(data, meta): a segment
+// never spans two chunks and every retransmission carries the same meta);
+// it sees every incoming segment that passed TCP validation before TCP
+// acts on it and may drop it or reset the subflow; if it implements
+// Receiver it takes in-order payload with its relative subflow sequence
+// number (first byte 1, RFC 8684 §3.3.1) and supplies the receive window
+// to advertise (the connection-level window, §3.3.4).
+//
+// # What is implemented
+//
+//   - RFC 9293 state machine, including simultaneous open and close,
+//     half-close, TIME-WAIT (Config.TimeWait), RST validation.
+//   - Options: MSS, window scale and timestamps (RFC 7323) with PAWS,
+//     SACK (RFC 2018).
+//   - RTT estimation and RTO (RFC 6298) with Linux's RTO = SRTT +
+//     max(4*RTTVAR, 200 ms), exponential backoff, Karn's rule, retry limits.
+//   - Loss recovery: RFC 6675 conservative SACK recovery (scoreboard of byte
+//     ranges, pipe, IsLost fence, HighRxt) with RFC 6582 partial ACKs,
+//     which also serves connections without SACK; RTO recovery retransmits
+//     everything outstanding not SACKed, in slow start.
+//   - Congestion control interface (CongestionControl, registered by name):
+//     "newreno" (RFC 5681 + RFC 3465 ABC) and "cubic" (RFC 9438, default).
+//     SubflowStats lets a coupled controller read other subflows.
+//   - Delayed ACKs (every second full segment or Config.DelayedAck, 40 ms;
+//     immediate ACKs for out-of-order data and hole fills), Nagle with
+//     NoDelay, receiver window never shrinks, window updates after reads.
+//   - Receive buffer auto-tuning up to MaxReceiveBuffer (dynamic
+//     right-sizing from received bytes per receive-side RTT).
+//   - Zero-window probes (persist timer with backoff), keepalive.
+//   - RFC 5961: RST and SYN challenge ACKs, ACK validation, rate limit.
+//   - Bounded resources: send buffer, receive buffer (out-of-order data is
+//     stored in place in the receive ring, at most maxOOORanges holes),
+//     SACK scoreboard (maxSACKRanges), SYN queue.
+package tcp

@@ -1,0 +1,501 @@
+package tcp
+
+import (
+	"time"
+
+	"github.com/mptund/mptund/options"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
+)
+
+// timer is a deadline owned by the endpoint; the caller learns the earliest
+// one from NextDeadline and calls HandleTimers when it has passed.
+type timer struct {
+	at    tcpip.MonotonicTime
+	armed bool
+}
+
+func (t *timer) set(at tcpip.MonotonicTime) { t.at, t.armed = at, true }
+func (t *timer) stop()                      { t.armed = false }
+func (t *timer) due(now tcpip.MonotonicTime) bool {
+	return t.armed && !now.Before(t.at)
+}
+
+// Endpoint is one TCP connection (a subflow when an Extension is attached):
+// a sans-I/O state machine implementing RFC 9293 with the extensions listed
+// in the package documentation.
+//
+// An Endpoint is not safe for concurrent use: the caller serialises every
+// method call (the gVisor adapter holds a per-endpoint mutex), including
+// HandleSegment and HandleTimers. Output, Notify and Extension callbacks run
+// synchronously inside those calls.
+type Endpoint struct {
+	cfg   Config
+	clock tcpip.Clock
+	out   Output
+	ext   Extension
+	rx    Receiver // ext as a Receiver, or nil
+	cc    CongestionControl
+
+	state  State
+	err    error
+	closed bool // Close was called: the application reads no more
+
+	// Send sequence space, as offsets from the ISS (SYN at 0, first data
+	// byte at 1); sndNxt is the highest offset sent plus one (SND.MAX).
+	iss            seqnum.Value
+	sndUna, sndNxt uint64
+	sndWnd         uint64 // peer's window, bytes
+	maxSndWnd      uint64
+	sndWl1         uint64 // receive offset of the last window update
+	sndWl2         uint64 // send offset acked by the last window update
+	sb             sendBuffer
+	finQueued      bool
+	finOff         uint64 // offset of our FIN once queued
+	sndMSS         int    // largest payload (peer's MSS minus fixed options)
+	peerMSS        int
+	pathMSS        int // from HandlePacketTooBig; 0 = none
+
+	// Receive sequence space, as offsets from the IRS.
+	irs        seqnum.Value
+	rb         recvBuffer
+	rcvAdvEdge uint64 // right edge of the window last advertised
+	finRcvd    bool   // FIN received in order
+	finRcvSeen bool   // FIN seen (maybe out of order) at finRcvOff
+	finRcvOff  uint64
+	lastAckOff uint64 // RCV.NXT carried by the last ACK we sent
+	rcvMSSEst  int    // largest payload received, for the delayed-ACK rule
+
+	// Negotiated options (RFC 7323, RFC 2018).
+	sackOK, tsOK, wsOK bool
+	sndWS, rcvWS       uint8
+	tsRecent           uint32
+	tsRecentAt         tcpip.MonotonicTime
+	lastSACK           span // block of the most recent out-of-order segment
+
+	// ACK generation (RFC 9293 §3.8.6.3, RFC 5681 §4.2).
+	ackNow       bool
+	unackedBytes int
+	dack         timer
+
+	// RTT and retransmission timer (RFC 6298).
+	srtt, rttvar, rto time.Duration
+	hasRTT            bool
+	rttTiming         bool
+	rttOff            uint64
+	rttStart          tcpip.MonotonicTime
+	backoff           int
+	rtoTimer          timer
+	synRetries        int
+
+	// Loss recovery (RFC 6675 with RFC 6582 partial ACKs).
+	inRecovery bool
+	rtoLoss    bool // recovery entered by RTO rather than fast retransmit
+	recoverOff uint64
+	highRxt    uint64
+	lostFence  uint64
+	dupAcks    int
+	sacked     rangeSet
+	forceRetx  bool // retransmit the head on recovery entry regardless of pipe
+	// cwndBlocked records whether the last transmission attempt was
+	// limited by cwnd (not by data or the peer's window): otherwise the
+	// sender is application-limited and cwnd must not grow (RFC 7661).
+	cwndBlocked bool
+
+	// Persist (zero-window probes) and keepalive.
+	persist      timer
+	persistShift int
+	keepalive    timer
+	kaProbes     int
+	timeWait     timer
+	finWait2     timer
+
+	// Receive buffer auto-tuning.
+	rcvEpochAt  tcpip.MonotonicTime
+	rcvEpochOff uint64
+	rcvRTT      time.Duration
+
+	// Challenge ACK rate limit (RFC 5961 §7).
+	chalSecond int64
+	chalCount  int
+
+	lastNotifiedDeadline timer
+	// leaveSynRcvd is the Listener's hook to count half-open connections.
+	leaveSynRcvd func()
+
+	info Info
+
+	// Scratch space reused for every outgoing segment.
+	seg       OutSegment
+	segInfo   SegmentInfo
+	ackSample AckSample
+	optBuf    [64]byte
+	extOpts   []options.Option
+	sackBuf   [4]options.SACKBlock
+}
+
+// NewEndpoint returns an endpoint in CLOSED state. Call Connect for an
+// active open; passive opens are created by a Listener.
+func NewEndpoint(cfg Config) (*Endpoint, error) {
+	if cfg.Clock == nil || cfg.Output == nil {
+		return nil, ErrInvalidState
+	}
+	cfg.setDefaults()
+	e := &Endpoint{cfg: cfg, clock: cfg.Clock, out: cfg.Output, ext: cfg.Extension}
+	if r, ok := cfg.Extension.(Receiver); ok {
+		e.rx = r
+	}
+	e.iss = cfg.ISS
+	e.sndUna, e.sndNxt = 0, 0
+	e.sb.init(cfg.SendBuffer)
+	e.rb.init(cfg.ReceiveBuffer)
+	e.sacked = newRangeSet(maxSACKRanges)
+	e.rto = cfg.InitialRTO
+	e.peerMSS = 536 // RFC 9293 §3.7.1 default until negotiated
+	e.sndMSS = 536
+	if !cfg.DisableWScale {
+		e.rcvWS = windowScaleFor(cfg.MaxReceiveBuffer)
+	}
+	cc, err := NewCongestionControl(cfg.Congestion, CCParams{
+		MSS:         e.sndMSS,
+		InitialCwnd: cfg.InitialCwnd * e.sndMSS,
+		Subflow:     e,
+	})
+	if err != nil {
+		return nil, err
+	}
+	e.cc = cc
+	return e, nil
+}
+
+// Connect starts an active open (RFC 9293 §3.10.1): it sends the SYN with
+// MSS, window scale, SACK-permitted and timestamp options, plus the
+// extension's options (MP_CAPABLE or MP_JOIN).
+func (e *Endpoint) Connect() error {
+	if e.state != StateClosed || e.err != nil || e.sndNxt != 0 {
+		return ErrInvalidState
+	}
+	e.setState(StateSynSent)
+	e.sendSYN(false)
+	e.flushNotify()
+	return nil
+}
+
+// State returns the connection state.
+func (e *Endpoint) State() State { return e.state }
+
+// Err returns why the connection failed, or nil.
+func (e *Endpoint) Err() error { return e.err }
+
+// Write copies as much of p as fits into the send buffer and transmits what
+// the windows allow. It returns ErrWouldBlock with n < len(p) when the
+// buffer is full (wait for EventWritable), ErrClosedForSend after
+// CloseWrite, or the connection's error.
+func (e *Endpoint) Write(p []byte) (int, error) {
+	if e.err != nil {
+		return 0, e.err
+	}
+	if e.finQueued || e.closed {
+		return 0, ErrClosedForSend
+	}
+	if !e.state.canSend() {
+		return 0, ErrNotConnected
+	}
+	n := e.sb.write(p)
+	if e.state.synchronized() {
+		e.output()
+	}
+	e.flushNotify()
+	if n < len(p) {
+		return n, ErrWouldBlock
+	}
+	return n, nil
+}
+
+// EnqueueChunk copies data into the send buffer as one chunk whose segments
+// all carry meta in their SegmentInfo: the MPTCP layer's DSS mapping
+// (RFC 8684 §3.3). A segment never spans two chunks. It fails with
+// ErrChunkTooLarge above MaxChunk bytes and with ErrWouldBlock (queuing
+// nothing) when the send buffer has no room for the whole chunk.
+func (e *Endpoint) EnqueueChunk(data []byte, meta any) error {
+	if e.err != nil {
+		return e.err
+	}
+	if e.finQueued || e.closed {
+		return ErrClosedForSend
+	}
+	if !e.state.canSend() {
+		return ErrNotConnected
+	}
+	if len(data) > MaxChunk {
+		return ErrChunkTooLarge
+	}
+	if len(data) > e.sb.free() {
+		return ErrWouldBlock
+	}
+	if len(data) == 0 {
+		return nil
+	}
+	e.sb.enqueue(data, meta)
+	if e.state.synchronized() {
+		e.output()
+	}
+	e.flushNotify()
+	return nil
+}
+
+// SendBufferFree returns how many bytes Write or EnqueueChunk can take now.
+func (e *Endpoint) SendBufferFree() int { return e.sb.free() }
+
+// Read copies in-order received bytes into p. It returns (0, nil) at EOF
+// (the peer's FIN was received and everything read), ErrWouldBlock when
+// nothing is available yet, or the connection's error. With a Receiver
+// extension all data goes to Deliver and Read only reports EOF and errors.
+func (e *Endpoint) Read(p []byte) (int, error) {
+	a, b := e.rb.peek(len(p))
+	n := copy(p, a)
+	n += copy(p[n:], b)
+	if n > 0 {
+		e.rb.consume(n)
+		e.info.BytesRead += uint64(n)
+		e.afterRead()
+		e.flushNotify()
+		return n, nil
+	}
+	if e.finRcvd {
+		return 0, nil
+	}
+	if e.err != nil {
+		return 0, e.err
+	}
+	if e.state == StateClosed {
+		return 0, ErrNotConnected
+	}
+	return 0, ErrWouldBlock
+}
+
+// Readable returns the number of bytes Read would return now.
+func (e *Endpoint) Readable() int { return e.rb.readable() }
+
+// afterRead sends a window update when reading opened the window by enough
+// to matter (receiver SWS avoidance, RFC 9293 §3.8.6.2.2).
+func (e *Endpoint) afterRead() {
+	if !e.state.synchronized() || e.finRcvd {
+		return
+	}
+	e.autoTune()
+	newEdge := e.rb.nxt + uint64(e.scaledWindow())
+	if newEdge > e.rcvAdvEdge {
+		grow := newEdge - e.rcvAdvEdge
+		if grow >= uint64(min(len(e.rb.buf)/2, 2*e.cfg.MSS)) || e.rcvAdvEdge <= e.rb.nxt+uint64(e.cfg.MSS) {
+			e.sendAck()
+		}
+	}
+}
+
+// CloseWrite queues a FIN after the data already queued (half-close,
+// RFC 9293 §3.10.4). Reading continues until the peer's FIN.
+func (e *Endpoint) CloseWrite() error {
+	if e.err != nil {
+		return e.err
+	}
+	if e.finQueued {
+		return nil
+	}
+	switch e.state {
+	case StateClosed, StateSynSent:
+		// Nothing was sent that the peer knows of.
+		e.closeNow(nil)
+		e.flushNotify()
+		return nil
+	}
+	e.finQueued = true
+	e.finOff = e.sb.end
+	if e.state.synchronized() {
+		e.output()
+	}
+	e.flushNotify()
+	return nil
+}
+
+// Close releases the connection: like CloseWrite, but the application will
+// read no more. If unread data is pending (or arrives later), the
+// connection is reset instead (RFC 2525 §2.17, as Linux does).
+func (e *Endpoint) Close() error {
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	if e.rb.readable() > 0 && e.state.synchronized() {
+		e.Abort()
+		return nil
+	}
+	err := e.CloseWrite()
+	if e.state == StateFinWait2 {
+		e.finWait2.set(e.now().Add(e.cfg.TimeWait))
+	}
+	return err
+}
+
+// Abort resets the connection (RFC 9293 §3.10.5): a RST is sent in
+// synchronized and SYN-RECEIVED states, and the endpoint moves to CLOSED
+// with ErrAborted.
+func (e *Endpoint) Abort() {
+	if e.state == StateClosed {
+		return
+	}
+	if e.state != StateSynSent && e.state != StateTimeWait {
+		e.sendRST(e.seqOf(e.sndNxt), e.rcvNxtSeq(), true)
+	}
+	e.closeNow(ErrAborted)
+	e.flushNotify()
+}
+
+// SendAck sends a pure ACK now (with the extension's options: an MPTCP
+// layer uses it for DATA_ACKs, ADD_ADDR and the like).
+func (e *Endpoint) SendAck() {
+	if e.state.synchronized() {
+		e.sendAck()
+		e.flushNotify()
+	}
+}
+
+// Kick retries transmission, e.g. after the extension's receive window
+// or congestion state changed.
+func (e *Endpoint) Kick() {
+	if e.state.synchronized() {
+		e.output()
+		e.flushNotify()
+	}
+}
+
+func (e *Endpoint) now() tcpip.MonotonicTime { return e.clock.NowMonotonic() }
+
+// seqOf converts a send offset to a wire sequence number.
+func (e *Endpoint) seqOf(off uint64) seqnum.Value { return e.iss.Add(seqnum.Size(uint32(off))) }
+
+// rseqOf converts a receive offset to a wire sequence number.
+func (e *Endpoint) rseqOf(off uint64) seqnum.Value { return e.irs.Add(seqnum.Size(uint32(off))) }
+
+// rcvNxtSeq is RCV.NXT on the wire, counting a received FIN.
+func (e *Endpoint) rcvNxtSeq() seqnum.Value { return e.rseqOf(e.rcvNxtOff()) }
+
+func (e *Endpoint) rcvNxtOff() uint64 {
+	if e.finRcvd {
+		return e.rb.nxt + 1
+	}
+	return e.rb.nxt
+}
+
+// ackOff unwraps an acknowledgment number around SND.UNA.
+func (e *Endpoint) ackOff(ack seqnum.Value) int64 {
+	return int64(e.sndUna) + int64(int32(uint32(ack)-uint32(e.seqOf(e.sndUna))))
+}
+
+// rcvOff unwraps a received sequence number around RCV.NXT.
+func (e *Endpoint) rcvOff(seq seqnum.Value) int64 {
+	return int64(e.rb.nxt) + int64(int32(uint32(seq)-uint32(e.rseqOf(e.rb.nxt))))
+}
+
+func (e *Endpoint) setState(s State) {
+	if s == e.state {
+		return
+	}
+	old := e.state
+	e.state = s
+	if old == StateSynRcvd && e.leaveSynRcvd != nil {
+		f := e.leaveSynRcvd
+		e.leaveSynRcvd = nil
+		f()
+	}
+	if e.ext != nil {
+		e.ext.StateChanged(old, s)
+	}
+	if s == StateEstablished && (old == StateSynSent || old == StateSynRcvd) {
+		e.notify(EventEstablished | EventWritable)
+	}
+}
+
+// closeNow moves to CLOSED, recording err, and releases buffers.
+func (e *Endpoint) closeNow(err error) {
+	if e.err == nil {
+		e.err = err
+	}
+	e.rtoTimer.stop()
+	e.dack.stop()
+	e.persist.stop()
+	e.keepalive.stop()
+	e.timeWait.stop()
+	e.finWait2.stop()
+	e.sb.release()
+	e.setState(StateClosed)
+	ev := EventClosed | EventReadable | EventWritable
+	if err != nil {
+		ev |= EventError
+	}
+	e.notify(ev)
+}
+
+// pendingEvents accumulates events until flushNotify.
+func (e *Endpoint) notify(ev Events) { e.info.pending |= ev }
+
+func (e *Endpoint) flushNotify() {
+	// Report a changed earliest deadline.
+	at, ok := e.NextDeadline()
+	if ok != e.lastNotifiedDeadline.armed || (ok && at != e.lastNotifiedDeadline.at) {
+		e.lastNotifiedDeadline = timer{at: at, armed: ok}
+		e.info.pending |= EventTimer
+	}
+	ev := e.info.pending
+	e.info.pending = 0
+	if ev != 0 && e.cfg.Notify != nil {
+		e.cfg.Notify(ev)
+	}
+}
+
+// SRTT implements SubflowStats.
+func (e *Endpoint) SRTT() time.Duration { return e.srtt }
+
+// MSS implements SubflowStats: the current send MSS (payload bytes).
+func (e *Endpoint) MSS() int { return e.sndMSS }
+
+// CongestionWindow implements SubflowStats.
+func (e *Endpoint) CongestionWindow() int { return e.cc.Cwnd() }
+
+// CongestionControl returns the endpoint's controller (for coupled
+// controllers and tests).
+func (e *Endpoint) CongestionControl() CongestionControl { return e.cc }
+
+// ISS returns the initial send sequence number; IRS the peer's initial
+// sequence number (valid once a SYN was received).
+func (e *Endpoint) ISS() seqnum.Value { return e.iss }
+
+// IRS returns the peer's initial sequence number.
+func (e *Endpoint) IRS() seqnum.Value { return e.irs }
+
+// HandlePacketTooBig lowers the MSS after an ICMP "packet too big" /
+// "fragmentation needed" (RFC 8201, RFC 1191): mss is the largest segment
+// (TCP payload plus options) the path now carries, i.e. the reported MTU
+// minus the IP and TCP fixed headers. Outstanding data is retransmitted at
+// the new size without a congestion response (like Linux's
+// tcp_simple_retransmit). Values that do not lower the MSS are ignored.
+func (e *Endpoint) HandlePacketTooBig(mss int) {
+	if mss < 64 || mss >= e.effMSS() {
+		return
+	}
+	e.pathMSS = mss
+	e.sndMSS = e.effMSS()
+	if e.tsOK {
+		e.sndMSS -= 12
+	}
+	e.sndMSS = max(e.sndMSS, 32)
+	e.cc.SetMSS(e.sndMSS)
+	if e.state.synchronized() && e.sndNxt > e.sndUna {
+		e.inRecovery, e.rtoLoss = true, true
+		e.recoverOff, e.lostFence, e.highRxt = e.sndNxt, e.sndNxt, e.sndUna
+		e.forceRetx = true
+		e.rttTiming = false
+		e.output()
+	}
+	e.flushNotify()
+}

@@ -1,0 +1,60 @@
+package tcp
+
+import "time"
+
+// Info is a snapshot of an endpoint's state and counters, in the spirit of
+// Linux's struct tcp_info.
+type Info struct {
+	State                State
+	SRTT, RTTVar, RTO    time.Duration
+	SndMSS, RcvMSS       int
+	Cwnd, Ssthresh       int
+	BytesInFlight        int
+	SndWnd, RcvWnd       int
+	RcvBuffer            int
+	SndWScale, RcvWScale uint8
+	SACK, Timestamps     bool
+	InRecovery           bool
+
+	SegsOut, SegsIn  uint64
+	BytesSent        uint64 // payload bytes transmitted, retransmissions included
+	BytesRetrans     uint64 // payload bytes retransmitted
+	BytesAcked       uint64
+	BytesReceived    uint64 // in-order payload bytes received
+	BytesRead        uint64
+	Retransmits      uint64 // retransmitted segments
+	RTOs             uint64 // retransmission timer expirations
+	FastRecoveries   uint64
+	DupAcksIn        uint64
+	OutOfOrderSegs   uint64
+	ChallengeAcks    uint64
+	PAWSDrops        uint64
+	ZeroWindowProbes uint64
+	KeepaliveProbes  uint64
+	DroppedSegs      uint64 // unacceptable or invalid segments dropped
+
+	pending Events
+}
+
+// Info returns a snapshot of the endpoint's state and counters.
+func (e *Endpoint) Info() Info {
+	i := e.info
+	i.pending = 0
+	i.State = e.state
+	i.SRTT, i.RTTVar, i.RTO = e.srtt, e.rttvar, e.rto
+	i.SndMSS, i.RcvMSS = e.sndMSS, e.cfg.MSS
+	i.Cwnd, i.Ssthresh = e.cc.Cwnd(), e.cc.Ssthresh()
+	i.BytesInFlight = e.pipe()
+	i.SndWnd = int(e.sndWnd)
+	if e.rcvAdvEdge > e.rb.nxt {
+		i.RcvWnd = int(e.rcvAdvEdge - e.rb.nxt)
+	}
+	i.RcvBuffer = len(e.rb.buf)
+	i.SndWScale, i.RcvWScale = e.sndWS, e.rcvWS
+	if !e.wsOK {
+		i.SndWScale, i.RcvWScale = 0, 0
+	}
+	i.SACK, i.Timestamps = e.sackOK, e.tsOK
+	i.InRecovery = e.inRecovery
+	return i
+}

@@ -1,0 +1,447 @@
+package tcp
+
+import (
+	"time"
+
+	"github.com/mptund/mptund/options"
+)
+
+// pawsIdleLimit: a tsRecent older than this is not trusted for PAWS
+// (RFC 7323 §5.5, 24 days).
+const pawsIdleLimit = 24 * 24 * time.Hour
+
+// HandleSegment processes one incoming segment addressed to this endpoint
+// (RFC 9293 §3.10.7). Segments for a closed endpoint are dropped (the
+// adapter answers with a RST, RFC 9293 §3.10.7.1). seg's buffers are not
+// retained.
+func (e *Endpoint) HandleSegment(seg *Segment) {
+	e.info.SegsIn++
+	switch e.state {
+	case StateClosed:
+		e.info.DroppedSegs++
+	case StateSynSent:
+		e.handleSynSent(seg)
+	default:
+		e.handleSynchronized(seg)
+	}
+	e.flushNotify()
+}
+
+// negotiate applies the options of the peer's SYN or SYN-ACK (RFC 9293
+// §3.7.1, RFC 7323 §2.2 and §3.2, RFC 2018 §2).
+func (e *Endpoint) negotiate(o *options.TCPOptions) {
+	e.peerMSS = 536
+	if o.HasMSS && o.MSS > 0 {
+		e.peerMSS = int(o.MSS)
+	}
+	e.wsOK = o.HasWindowScale && !e.cfg.DisableWScale
+	if e.wsOK {
+		e.sndWS = min(o.WindowScale, 14)
+	} else {
+		e.sndWS, e.rcvWS = 0, 0
+	}
+	e.sackOK = o.SACKPermitted && !e.cfg.DisableSACK
+	e.tsOK = o.HasTimestamp && !e.cfg.DisableTimestamps
+	if e.tsOK {
+		e.tsRecent, e.tsRecentAt = o.TSVal, e.now()
+	}
+	e.sndMSS = e.effMSS()
+	if e.tsOK {
+		e.sndMSS -= 12
+	}
+	e.sndMSS = max(e.sndMSS, 64)
+	e.rcvMSSEst = min(e.cfg.MSS, 536)
+	if cc, err := NewCongestionControl(e.cfg.Congestion, CCParams{
+		MSS: e.sndMSS, InitialCwnd: e.cfg.InitialCwnd * e.sndMSS, Subflow: e,
+	}); err == nil {
+		e.cc = cc
+	}
+}
+
+// extVerdict runs the extension's Incoming hook; it reports false when the
+// segment must not be processed further.
+func (e *Endpoint) extVerdict(seg *Segment) bool {
+	if e.ext == nil {
+		return true
+	}
+	switch e.ext.Incoming(seg, e.state) {
+	case VerdictDrop:
+		e.info.DroppedSegs++
+		return false
+	case VerdictReset:
+		if e.state == StateSynSent {
+			e.sendRST(seg.Ack, 0, false)
+		} else {
+			e.sendRST(e.seqOf(e.sndNxt), e.rcvNxtSeq(), true)
+		}
+		e.closeNow(ErrAborted)
+		return false
+	}
+	return true
+}
+
+// handleSynSent is RFC 9293 §3.10.7.3.
+func (e *Endpoint) handleSynSent(seg *Segment) {
+	ackOK := false
+	if seg.Flags&FlagACK != 0 {
+		if seg.Ack != e.seqOf(e.sndNxt) {
+			if seg.Flags&FlagRST == 0 {
+				e.sendRST(seg.Ack, 0, false)
+			}
+			e.info.DroppedSegs++
+			return
+		}
+		ackOK = true
+	}
+	if seg.Flags&FlagRST != 0 {
+		if ackOK {
+			e.closeNow(ErrConnectionRefused)
+		}
+		return
+	}
+	if seg.Flags&FlagSYN == 0 {
+		e.info.DroppedSegs++
+		return
+	}
+	if !e.extVerdict(seg) {
+		return
+	}
+	e.irs = seg.Seq
+	e.rb.nxt, e.rb.readOff = 1, 1
+	e.rcvAdvEdge = 1
+	e.negotiate(&seg.Options)
+	if !ackOK {
+		// Simultaneous open (RFC 9293 §3.5, figure 8).
+		e.setState(StateSynRcvd)
+		e.sendSYN(true)
+		return
+	}
+	e.synAcked(seg)
+	e.sndWnd = uint64(seg.Window) // never scaled in a SYN (RFC 7323 §2.2)
+	e.maxSndWnd = e.sndWnd
+	e.sndWl1, e.sndWl2 = 0, 1
+	e.setState(StateEstablished)
+	e.sendAck()
+	e.output()
+}
+
+// synAcked records that our SYN was acknowledged.
+func (e *Endpoint) synAcked(seg *Segment) {
+	now := e.now()
+	e.sndUna = 1
+	e.rtoTimer.stop()
+	if e.backoff == 0 {
+		e.updateRTT(now.Sub(e.rttStart))
+	} else {
+		// RFC 6298 §5.7: after a SYN timeout, restart from 3 s... we only
+		// reset the backoff and keep the (larger) RTO until a sample.
+		e.backoff = 0
+	}
+	e.armKeepalive()
+}
+
+// acceptable is the segment acceptability test of RFC 9293 §3.10.7.4.
+func (e *Endpoint) acceptable(seqOff int64, segLen uint32) bool {
+	nxt := int64(e.rcvNxtOff())
+	wnd := max(int64(e.rcvAdvEdge)-nxt, 0)
+	if segLen == 0 {
+		if wnd == 0 {
+			return seqOff == nxt
+		}
+		return nxt <= seqOff && seqOff < nxt+wnd
+	}
+	if wnd == 0 {
+		return false
+	}
+	last := seqOff + int64(segLen) - 1
+	return (nxt <= seqOff && seqOff < nxt+wnd) || (nxt <= last && last < nxt+wnd)
+}
+
+// handleSynchronized processes a segment in SYN-RECEIVED and every later
+// state (RFC 9293 §3.10.7.4 with RFC 5961 and RFC 7323).
+func (e *Endpoint) handleSynchronized(seg *Segment) {
+	if e.state == StateSynRcvd && seg.Flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN|FlagACK &&
+		seg.Seq == e.irs && seg.Ack == e.seqOf(e.sndNxt) {
+		// Simultaneous open (RFC 9293 §3.5 figure 8): the peer's SYN-ACK
+		// repeats its SYN, already counted in RCV.NXT; its ACK completes
+		// our handshake. Process it as the ACK that follows the SYN (as
+		// Linux's tcp_validate_incoming lets it pass).
+		s := *seg
+		s.Flags &^= FlagSYN
+		s.Seq++
+		seg = &s
+	}
+	now := e.now()
+	segLen := seg.logicalLen()
+	seqOff := e.rcvOff(seg.Seq)
+	o := &seg.Options
+
+	// PAWS (RFC 7323 §5.3).
+	if e.tsOK && o.HasTimestamp && seg.Flags&FlagRST == 0 &&
+		int32(o.TSVal-e.tsRecent) < 0 && now.Sub(e.tsRecentAt) < pawsIdleLimit {
+		e.info.PAWSDrops++
+		e.info.DroppedSegs++
+		e.sendAck()
+		return
+	}
+
+	if !e.acceptable(seqOff, segLen) {
+		e.info.DroppedSegs++
+		if seg.Flags&FlagRST != 0 {
+			return
+		}
+		if e.state == StateTimeWait && seg.Flags&FlagFIN != 0 {
+			e.timeWait.set(now.Add(e.cfg.TimeWait))
+		}
+		// Zero-window probes still carry a valid ACK (RFC 9293 §3.10.7.4:
+		// "special allowance should be made to accept valid ACKs").
+		if seg.Flags&FlagACK != 0 && e.state.synchronized() && seg.Flags&FlagSYN == 0 &&
+			seqOff == int64(e.rcvNxtOff()) {
+			e.processAck(seg, seqOff)
+		}
+		e.sendAck()
+		e.output()
+		return
+	}
+
+	// RST (RFC 5961 §3.2): exact match resets, in-window challenges.
+	if seg.Flags&FlagRST != 0 {
+		if seqOff != int64(e.rcvNxtOff()) {
+			e.challengeAck()
+			return
+		}
+		switch e.state {
+		case StateSynRcvd:
+			e.closeNow(ErrConnectionRefused)
+		case StateClosing, StateLastAck, StateTimeWait:
+			e.closeNow(nil)
+		default:
+			e.closeNow(ErrConnectionReset)
+		}
+		return
+	}
+
+	// SYN in a synchronized state (RFC 5961 §4.2).
+	if seg.Flags&FlagSYN != 0 {
+		if e.state == StateSynRcvd && seg.Seq == e.irs {
+			e.sendSYN(true) // the peer retransmitted its SYN
+			return
+		}
+		e.challengeAck()
+		return
+	}
+	if seg.Flags&FlagACK == 0 {
+		e.info.DroppedSegs++
+		return
+	}
+	if e.state == StateSynRcvd {
+		a := e.ackOff(seg.Ack)
+		if a < 1 || a > int64(e.sndNxt) {
+			e.sendRST(seg.Ack, 0, false)
+			return
+		}
+	}
+	if !e.extVerdict(seg) {
+		return
+	}
+
+	// Timestamp recording (RFC 7323 §4.3).
+	if e.tsOK && o.HasTimestamp && seqOff <= int64(e.lastAckOff) && int32(o.TSVal-e.tsRecent) >= 0 {
+		e.tsRecent, e.tsRecentAt = o.TSVal, now
+	}
+	if e.cfg.Keepalive.Idle > 0 && e.keepalive.armed {
+		e.armKeepalive()
+	}
+
+	if e.state == StateSynRcvd {
+		e.synAcked(seg)
+		e.sndWnd = uint64(seg.Window) << e.sndWS
+		e.maxSndWnd = e.sndWnd
+		e.sndWl1, e.sndWl2 = uint64(seqOff), e.sndUna
+		e.setState(StateEstablished)
+	}
+	if !e.processAck(seg, seqOff) {
+		return
+	}
+	finAcked := e.finQueued && e.sndNxt > e.finOff && e.sndUna > e.finOff
+	switch e.state {
+	case StateFinWait1:
+		if finAcked {
+			e.setState(StateFinWait2)
+			if e.closed {
+				e.finWait2.set(now.Add(e.cfg.TimeWait))
+			}
+		}
+	case StateClosing:
+		if finAcked {
+			e.enterTimeWait()
+		}
+		return
+	case StateLastAck:
+		if finAcked {
+			e.closeNow(nil)
+		}
+		return
+	case StateTimeWait:
+		if seg.Flags&FlagFIN != 0 {
+			e.sendAck()
+			e.timeWait.set(now.Add(e.cfg.TimeWait))
+		}
+		return
+	}
+
+	if len(seg.Payload) > 0 {
+		switch e.state {
+		case StateEstablished, StateFinWait1, StateFinWait2:
+			if e.closed {
+				// Data after Close: nobody will read it (RFC 2525 §2.17).
+				e.sendRST(e.seqOf(e.sndNxt), e.rcvNxtSeq(), true)
+				e.closeNow(ErrAborted)
+				return
+			}
+			e.receiveData(seg, seqOff)
+		}
+	}
+	if seg.Flags&FlagFIN != 0 && !e.finRcvd {
+		switch e.state {
+		case StateEstablished, StateFinWait1, StateFinWait2:
+			e.finRcvSeen = true
+			e.finRcvOff = uint64(seqOff) + uint64(len(seg.Payload))
+			if e.finRcvOff > e.rb.nxt {
+				e.ackNow = true // out-of-order FIN
+			}
+			e.checkFin()
+		}
+	}
+	e.output()
+}
+
+// receiveData stores payload and hands in-order bytes on.
+func (e *Endpoint) receiveData(seg *Segment, seqOff int64) {
+	p := seg.Payload
+	off := uint64(max(seqOff, 0))
+	if seqOff < 0 {
+		p = p[-seqOff:]
+	}
+	if len(p) > e.rcvMSSEst {
+		e.rcvMSSEst = len(p)
+	}
+	before := e.rb.nxt
+	hadOOO := !e.rb.ooo.empty()
+	e.measureRcvRTT(seg)
+	advanced, ok := e.rb.store(off, p)
+	if !ok {
+		e.info.DroppedSegs++
+	}
+	if off > before {
+		e.info.OutOfOrderSegs++
+		e.lastSACK = span{off, off + uint64(len(p))}
+		e.ackNow = true // RFC 5681 §4.2: out-of-order data is ACKed at once
+	} else if advanced == 0 {
+		e.ackNow = true // duplicate
+	} else if hadOOO {
+		e.ackNow = true // filled (part of) a hole
+	}
+	if advanced == 0 {
+		return
+	}
+	e.info.BytesReceived += advanced
+	if e.rx != nil {
+		a, b := e.rb.peek(int(advanced))
+		e.rx.Deliver(uint32(e.rb.readOff), a)
+		if len(b) > 0 {
+			e.rx.Deliver(uint32(e.rb.readOff+uint64(len(a))), b)
+		}
+		e.rb.consume(int(advanced))
+	} else {
+		e.notify(EventReadable)
+	}
+	e.unackedBytes += int(advanced)
+	if e.cfg.DelayedAck < 0 || e.unackedBytes >= 2*e.rcvMSSEst {
+		e.ackNow = true
+	} else if !e.dack.armed {
+		e.dack.set(e.now().Add(e.cfg.DelayedAck))
+	}
+	e.autoTune()
+	e.checkFin()
+}
+
+// checkFin consumes the peer's FIN once all data before it arrived
+// (RFC 9293 §3.10.7.4, eighth step).
+func (e *Endpoint) checkFin() {
+	if !e.finRcvSeen || e.finRcvd || e.rb.nxt != e.finRcvOff {
+		return
+	}
+	e.finRcvd = true
+	e.ackNow = true
+	e.notify(EventReadable)
+	switch e.state {
+	case StateEstablished, StateSynRcvd:
+		e.setState(StateCloseWait)
+	case StateFinWait1:
+		if e.sndUna > e.finOff {
+			e.enterTimeWait()
+		} else {
+			e.setState(StateClosing)
+		}
+	case StateFinWait2:
+		e.enterTimeWait()
+	}
+}
+
+// enterTimeWait starts the 2*MSL wait (RFC 9293 §3.10.7.4).
+func (e *Endpoint) enterTimeWait() {
+	e.setState(StateTimeWait)
+	e.rtoTimer.stop()
+	e.persist.stop()
+	e.keepalive.stop()
+	e.finWait2.stop()
+	e.sb.release()
+	e.timeWait.set(e.now().Add(e.cfg.TimeWait))
+	e.ackNow = true
+	e.sendAck()
+	e.notify(EventClosed | EventReadable)
+}
+
+// measureRcvRTT estimates the RTT on the receive side from the echoed
+// timestamp (Linux's tcp_rcv_rtt_measure_ts), for auto-tuning.
+func (e *Endpoint) measureRcvRTT(seg *Segment) {
+	if !e.tsOK || !seg.Options.HasTimestamp || seg.Options.TSEcr == 0 {
+		return
+	}
+	d := int32(e.tsNow() - seg.Options.TSEcr)
+	if d < 0 {
+		return
+	}
+	r := time.Duration(d) * time.Millisecond
+	if e.rcvRTT == 0 || r < e.rcvRTT {
+		e.rcvRTT = r
+	} else {
+		e.rcvRTT = (7*e.rcvRTT + r) / 8
+	}
+}
+
+// autoTune grows the receive buffer when the peer sends more than half of
+// it per round trip (dynamic right-sizing, like Linux's tcp_rcv_space_adjust),
+// bounded by MaxReceiveBuffer.
+func (e *Endpoint) autoTune() {
+	if len(e.rb.buf) >= e.cfg.MaxReceiveBuffer {
+		return
+	}
+	rtt := e.rcvRTT
+	if rtt == 0 {
+		rtt = e.srtt
+	}
+	rtt = max(rtt, time.Millisecond)
+	now := e.now()
+	if now.Sub(e.rcvEpochAt) < rtt {
+		return
+	}
+	got := e.rb.nxt - e.rcvEpochOff
+	e.rcvEpochAt, e.rcvEpochOff = now, e.rb.nxt
+	if 2*got <= uint64(len(e.rb.buf)) {
+		return
+	}
+	size := min(e.cfg.MaxReceiveBuffer, max(2*len(e.rb.buf), int(4*got)))
+	e.rb.grow(size)
+}

@@ -1,0 +1,415 @@
+package tcp
+
+import (
+	"github.com/mptund/mptund/options"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
+)
+
+// tsNow is the timestamp clock (RFC 7323 §5.4): milliseconds plus the
+// connection's offset.
+func (e *Endpoint) tsNow() uint32 {
+	return uint32(e.now().Milliseconds()) + e.cfg.TSOffset
+}
+
+// windowBytes is the receive window to offer, in bytes, before scaling.
+func (e *Endpoint) windowBytes() int {
+	if e.rb.buf == nil {
+		return e.cfg.ReceiveBuffer // stateless SYN-ACK (cookie)
+	}
+	if e.rx != nil {
+		if w, ok := e.rx.ReceiveWindow(); ok {
+			return max(w, 0)
+		}
+	}
+	return int(e.rb.limit() - e.rb.nxt)
+}
+
+// scaledWindow is the window that would be advertised now, in bytes.
+func (e *Endpoint) scaledWindow() int {
+	w := e.windowBytes()
+	if e.wsOK {
+		w = min(w, 0xffff<<e.rcvWS)
+		return w >> e.rcvWS << e.rcvWS
+	}
+	return min(w, 0xffff)
+}
+
+// windowField computes the header window value and records the right edge
+// advertised. The window never shrinks (RFC 9293 §3.8.6.2.2): a smaller
+// offer is rounded up to the edge already advertised.
+func (e *Endpoint) windowField(syn bool) uint16 {
+	w := uint64(e.windowBytes())
+	if syn {
+		f := min(w, 0xffff)
+		e.rcvAdvEdge = max(e.rcvAdvEdge, e.rb.nxt+f)
+		return uint16(f)
+	}
+	var shift uint8
+	if e.wsOK {
+		shift = e.rcvWS
+	}
+	nxt := e.rcvNxtOff()
+	edge := max(e.rb.nxt+w, e.rcvAdvEdge)
+	if edge < nxt {
+		edge = nxt
+	}
+	f := (edge - nxt) >> shift
+	if f > 0xffff {
+		f = 0xffff
+	} else if nxt+f<<shift < e.rcvAdvEdge && f < 0xffff {
+		f++
+	}
+	e.rcvAdvEdge = max(e.rcvAdvEdge, nxt+f<<shift)
+	return uint16(f)
+}
+
+// buildOptions lays out TCP's options and the extension's for info.
+func (e *Endpoint) buildOptions(info *SegmentInfo) []byte {
+	var l options.Layout
+	space := 40
+	syn := info.Flags&FlagSYN != 0
+	if syn {
+		synack := info.Flags&FlagACK != 0
+		l.MSS = uint16(e.cfg.MSS)
+		used := 4
+		if !e.cfg.DisableWScale && (!synack || e.wsOK) {
+			l.HasWindowScale, l.WindowScale = true, e.rcvWS
+			used += 3
+		}
+		if !e.cfg.DisableSACK && (!synack || e.sackOK) {
+			l.SACKPermitted = true
+			used += 2
+		}
+		if !e.cfg.DisableTimestamps && (!synack || e.tsOK) {
+			l.HasTimestamp, l.TSVal = true, e.tsNow()
+			if synack {
+				l.TSEcr = e.tsRecent
+			}
+			used += 10
+		}
+		space -= (used + 3) &^ 3
+	} else if e.tsOK {
+		l.HasTimestamp, l.TSVal, l.TSEcr = true, e.tsNow(), e.tsRecent
+		space -= 12
+	}
+	if e.ext != nil {
+		e.extOpts = e.ext.SegmentOptions(info, space, e.extOpts[:0])
+		l.MPTCP = e.extOpts
+	}
+	if !syn && e.sackOK && info.Flags&FlagRST == 0 && !e.rb.ooo.empty() {
+		l.SACKBlocks = e.sackBlocks()
+	}
+	b, _ := l.Append(e.optBuf[:0])
+	return b
+}
+
+// sackBlocks returns the SACK blocks to send (RFC 2018 §4): the block
+// holding the most recently received segment first, then the highest
+// others.
+func (e *Endpoint) sackBlocks() []options.SACKBlock {
+	out := e.sackBuf[:0]
+	first := -1
+	spans := e.rb.ooo.spans()
+	for i, s := range spans {
+		if s.start <= e.lastSACK.start && e.lastSACK.start < s.end {
+			first = i
+			out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(s.start)), End: uint32(e.rseqOf(s.end))})
+			break
+		}
+	}
+	for i := len(spans) - 1; i >= 0 && len(out) < cap(out); i-- {
+		if i == first {
+			continue
+		}
+		s := spans[i]
+		out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(s.start)), End: uint32(e.rseqOf(s.end))})
+	}
+	return out
+}
+
+// transmit sends one segment starting at send offset off with up to n
+// payload bytes from chunk c (nil for none). The payload is clipped when
+// the options leave less room than expected; FIN is then dropped. It
+// returns the payload length actually sent and the flags used.
+func (e *Endpoint) transmit(flags header.TCPFlags, off uint64, c *chunk, n int, retx bool) (int, header.TCPFlags) {
+	info := &e.segInfo
+	*info = SegmentInfo{Flags: flags, Seq: e.seqOf(off), RelSeq: uint32(off), Len: n, Retransmit: retx}
+	if c != nil {
+		info.Meta, info.ChunkRelSeq, info.ChunkLen = c.meta, uint32(c.off), len(c.data)
+	}
+	opts := e.buildOptions(info)
+	if n > 0 {
+		if room := e.effMSS() - len(opts); n > room {
+			n = max(room, 1)
+			flags &^= FlagFIN
+		}
+	}
+	s := &e.seg
+	s.Seq, s.Flags, s.Options, s.Retransmit = info.Seq, flags, opts, retx
+	s.Payload = nil
+	if n > 0 {
+		i := off - c.off
+		s.Payload = c.data[i : i+uint64(n)]
+	}
+	if flags&FlagACK != 0 {
+		s.Ack = e.rcvNxtSeq()
+		s.Window = e.windowField(flags&FlagSYN != 0)
+		e.lastAckOff = e.rcvNxtOff()
+		e.ackNow = false
+		e.unackedBytes = 0
+		e.dack.stop()
+	} else {
+		s.Ack = 0
+		s.Window = 0
+		if flags&FlagSYN != 0 {
+			s.Window = e.windowField(true)
+		}
+	}
+	e.info.SegsOut++
+	if n > 0 {
+		e.info.BytesSent += uint64(n)
+		if retx {
+			e.info.BytesRetrans += uint64(n)
+		}
+	}
+	if retx {
+		e.info.Retransmits++
+	}
+	e.out.WriteSegment(s)
+	return n, flags
+}
+
+// effMSS is the largest segment (payload plus options) the path takes.
+func (e *Endpoint) effMSS() int {
+	m := min(e.peerMSS, e.cfg.MSS)
+	if e.pathMSS > 0 {
+		m = min(m, e.pathMSS)
+	}
+	return m
+}
+
+// sendSYN sends (or retransmits) our SYN or SYN-ACK.
+func (e *Endpoint) sendSYN(synack bool) {
+	flags := FlagSYN
+	if synack {
+		flags |= FlagACK
+	}
+	retx := e.sndNxt > 0
+	if !retx {
+		e.rttStart = e.now()
+	}
+	e.transmit(flags, 0, nil, 0, retx)
+	e.sndNxt = max(e.sndNxt, 1)
+	if !e.rtoTimer.armed {
+		e.rtoTimer.set(e.now().Add(e.rto))
+	}
+}
+
+// sendAck sends a pure ACK (a SYN-ACK retransmission in SYN-RECEIVED).
+func (e *Endpoint) sendAck() {
+	switch e.state {
+	case StateClosed, StateSynSent:
+		return
+	case StateSynRcvd:
+		e.sendSYN(true)
+		return
+	}
+	e.transmit(FlagACK, e.sndNxt, nil, 0, false)
+}
+
+// sendProbe sends an ACK with an old sequence number (SND.UNA-1) that the
+// peer must answer with an ACK: a zero-window probe or keepalive (Linux's
+// tcp_xmit_probe_skb).
+func (e *Endpoint) sendProbe() {
+	e.transmit(FlagACK, e.sndUna-1, nil, 0, false)
+}
+
+// sendRST sends a reset with the given sequence number; with withAck it
+// also acknowledges ack (RFC 9293 §3.10.7).
+func (e *Endpoint) sendRST(seq, ack seqnum.Value, withAck bool) {
+	flags := FlagRST
+	if withAck {
+		flags |= FlagACK
+	}
+	info := &e.segInfo
+	*info = SegmentInfo{Flags: flags, Seq: seq, RelSeq: uint32(seq - e.iss)}
+	s := &e.seg
+	*s = OutSegment{Seq: seq, Flags: flags, Options: e.buildOptions(info)}
+	if withAck {
+		s.Ack = ack
+	}
+	e.info.SegsOut++
+	e.out.WriteSegment(s)
+}
+
+// challengeAck sends a rate-limited challenge ACK (RFC 5961 §3.2, §4.2,
+// §5.2, §7).
+func (e *Endpoint) challengeAck() {
+	sec := e.now().Milliseconds() / 1000
+	if sec != e.chalSecond {
+		e.chalSecond, e.chalCount = sec, 0
+	}
+	if e.chalCount >= e.cfg.ChallengeAckLimit {
+		return
+	}
+	e.chalCount++
+	e.info.ChallengeAcks++
+	e.sendAck()
+}
+
+// output sends what the congestion window, the peer's window and Nagle
+// allow: lost segments first (RFC 6675 §5 NextSeg rule 1), then new data
+// and our FIN. It also arms the retransmission and persist timers.
+func (e *Endpoint) output() {
+	switch e.state {
+	case StateEstablished, StateCloseWait, StateFinWait1, StateClosing, StateLastAck:
+	default:
+		if e.ackNow {
+			e.sendAck()
+		}
+		return
+	}
+	for i := 0; i < 1<<16; i++ {
+		if e.retransmitOne() {
+			continue
+		}
+		if e.sendNewOne() {
+			continue
+		}
+		break
+	}
+	if e.ackNow {
+		e.sendAck()
+	}
+	now := e.now()
+	if e.sndNxt > e.sndUna && !e.rtoTimer.armed {
+		e.rtoTimer.set(now.Add(e.rto))
+	}
+	pending := e.sndNxt < e.sb.end || (e.finQueued && e.sndNxt <= e.finOff)
+	if pending && e.sndNxt == e.sndUna && e.sndUna+e.sndWnd <= e.sndNxt {
+		if !e.persist.armed {
+			e.persistShift = 0
+			e.persist.set(now.Add(e.persistInterval()))
+		}
+	} else {
+		e.persist.stop()
+	}
+}
+
+// retransmitOne retransmits the next lost segment if the window allows.
+func (e *Endpoint) retransmitOne() bool {
+	if !e.inRecovery {
+		return false
+	}
+	off := max(e.highRxt, e.sndUna)
+	next := e.sndNxt // start of the next SACKed span above off
+	for _, s := range e.sacked.spans() {
+		if off >= s.start && off < s.end {
+			off = s.end
+		}
+		if s.start > off {
+			next = min(next, s.start)
+			break
+		}
+	}
+	if off >= e.lostFence || off >= e.sndNxt {
+		return false
+	}
+	if !e.forceRetx && e.pipe()+e.sndMSS > e.cc.Cwnd() {
+		e.cwndBlocked = true
+		return false
+	}
+	e.forceRetx = false
+	e.rttTiming = false // Karn's algorithm
+	if e.finQueued && off == e.finOff {
+		e.transmit(FlagACK|FlagFIN, off, nil, 0, true)
+		e.highRxt = off + 1
+		return true
+	}
+	c := e.sb.find(off)
+	if c == nil {
+		e.highRxt = off + 1
+		return true
+	}
+	end := min(off+uint64(e.sndMSS), next, c.end())
+	flags := FlagACK
+	if e.finQueued && end == e.finOff && end < e.sndNxt {
+		flags |= FlagFIN
+	}
+	n, fl := e.transmit(flags, off, c, int(end-off), true)
+	e.highRxt = off + uint64(n)
+	if fl&FlagFIN != 0 {
+		e.highRxt++
+	}
+	return true
+}
+
+// sendNewOne sends one segment of new data (or the FIN).
+func (e *Endpoint) sendNewOne() bool {
+	off := e.sndNxt
+	wndEnd := e.sndUna + e.sndWnd
+	pipe := e.pipe()
+	cwnd := e.cc.Cwnd()
+	if off < e.sb.end {
+		if off >= wndEnd {
+			e.cwndBlocked = false
+			return false
+		}
+		c := e.sb.find(off)
+		if c == nil {
+			return false
+		}
+		avail := min(e.sb.end, wndEnd) - off
+		n := int(min(avail, c.end()-off, uint64(e.sndMSS)))
+		if pipe > 0 && pipe+n > cwnd {
+			e.cwndBlocked = true
+			return false
+		}
+		// Nagle (RFC 9293 §3.7.4): hold a small segment while data is
+		// unacknowledged, unless more cannot come (FIN queued) or NoDelay.
+		if n < e.sndMSS && off+uint64(n) == e.sb.end && e.sndNxt > e.sndUna &&
+			!e.cfg.NoDelay && !e.finQueued {
+			e.cwndBlocked = false
+			return false
+		}
+		flags := FlagACK
+		end := off + uint64(n)
+		if end == e.sb.end {
+			flags |= FlagPSH
+			if e.finQueued && end+1 <= wndEnd {
+				flags |= FlagFIN
+			}
+		}
+		if !e.rttTiming && !e.tsOK {
+			e.rttTiming, e.rttOff, e.rttStart = true, off, e.now()
+		}
+		sent, fl := e.transmit(flags, off, c, n, false)
+		e.sndNxt = off + uint64(sent)
+		if fl&FlagFIN != 0 {
+			e.finSent()
+		}
+		return true
+	}
+	if e.finQueued && off == e.finOff && off < wndEnd {
+		if pipe > 0 && pipe+1 > cwnd {
+			return false
+		}
+		e.transmit(FlagACK|FlagFIN, off, nil, 0, false)
+		e.finSent()
+		return true
+	}
+	e.cwndBlocked = false
+	return false
+}
+
+// finSent advances past our FIN and changes state (RFC 9293 §3.10.4).
+func (e *Endpoint) finSent() {
+	e.sndNxt = e.finOff + 1
+	switch e.state {
+	case StateEstablished:
+		e.setState(StateFinWait1)
+	case StateCloseWait:
+		e.setState(StateLastAck)
+	}
+}

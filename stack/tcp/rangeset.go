@@ -1,0 +1,102 @@
+package tcp
+
+// span is a half-open range [start, end) of unwrapped sequence offsets.
+type span struct{ start, end uint64 }
+
+// rangeSet is a sorted list of disjoint, non-adjacent spans with a bound on
+// their number. It backs the receiver's out-of-order map and the sender's
+// SACK scoreboard. The backing array is allocated once.
+type rangeSet struct {
+	s   []span
+	max int
+}
+
+func newRangeSet(max int) rangeSet { return rangeSet{s: make([]span, 0, max), max: max} }
+
+func (r *rangeSet) len() int      { return len(r.s) }
+func (r *rangeSet) empty() bool   { return len(r.s) == 0 }
+func (r *rangeSet) clear()        { r.s = r.s[:0] }
+func (r *rangeSet) at(i int) span { return r.s[i] }
+func (r *rangeSet) spans() []span { return r.s }
+func (r *rangeSet) first() span   { return r.s[0] }
+func (r *rangeSet) last() span    { return r.s[len(r.s)-1] }
+
+// add inserts [start, end), merging with overlapping or adjacent spans. It
+// reports false, changing nothing, when the insertion would need more than
+// max spans.
+func (r *rangeSet) add(start, end uint64) bool {
+	if start >= end {
+		return true
+	}
+	// Find the first span whose end >= start (it may merge).
+	i := 0
+	for i < len(r.s) && r.s[i].end < start {
+		i++
+	}
+	j := i
+	for j < len(r.s) && r.s[j].start <= end {
+		j++
+	}
+	// Spans i..j-1 overlap or touch [start, end).
+	if i == j {
+		if len(r.s) >= r.max {
+			return false
+		}
+		r.s = append(r.s, span{})
+		copy(r.s[i+1:], r.s[i:])
+		r.s[i] = span{start, end}
+		return true
+	}
+	ns := span{min(start, r.s[i].start), max(end, r.s[j-1].end)}
+	r.s[i] = ns
+	r.s = append(r.s[:i+1], r.s[j:]...)
+	return true
+}
+
+// trimBelow removes everything below off.
+func (r *rangeSet) trimBelow(off uint64) {
+	i := 0
+	for i < len(r.s) && r.s[i].end <= off {
+		i++
+	}
+	if i > 0 {
+		r.s = append(r.s[:0], r.s[i:]...)
+	}
+	if len(r.s) > 0 && r.s[0].start < off {
+		r.s[0].start = off
+	}
+}
+
+// contains reports whether off is inside a span.
+func (r *rangeSet) contains(off uint64) bool {
+	for _, s := range r.s {
+		if off < s.start {
+			return false
+		}
+		if off < s.end {
+			return true
+		}
+	}
+	return false
+}
+
+// bytesIn returns how many bytes of [start, end) the set covers.
+func (r *rangeSet) bytesIn(start, end uint64) uint64 {
+	var n uint64
+	for _, s := range r.s {
+		a, b := max(s.start, start), min(s.end, end)
+		if a < b {
+			n += b - a
+		}
+	}
+	return n
+}
+
+// total returns the bytes covered.
+func (r *rangeSet) total() uint64 {
+	var n uint64
+	for _, s := range r.s {
+		n += s.end - s.start
+	}
+	return n
+}
