@@ -255,7 +255,7 @@ func (n *NS) MPTCPCounters() (map[string]uint64, error) {
 // file is complete; it is also called at cleanup.
 func (n *NS) Capture(t testing.TB, iface, file string, filter ...string) (stop func()) {
 	t.Helper()
-	args := append([]string{"-i", iface, "-s", "0", "-U", "--immediate-mode", "-w", file}, filter...)
+	args := append([]string{"-i", iface, "-s", "0", "-B", "32768", "-U", "--immediate-mode", "-w", file}, filter...)
 	cmd := n.Command(context.Background(), "tcpdump", args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
