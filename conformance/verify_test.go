@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"fmt"
+	"github.com/mptund/mptund/dsnmap"
 	"net/netip"
 
 	"github.com/mptund/mptund/checksum"
@@ -105,17 +106,9 @@ func (s *stream) get(rel uint32, n int) ([]byte, bool) {
 	return s.data[rel : int(rel)+n], true
 }
 
-// expandDSN widens a 32-bit DSN to the 64-bit value nearest to ref (the
-// sender's IDSN; transfers here are far below 2^31 bytes).
+// expandDSN widens a 32-bit DSN to the 64-bit value nearest to ref.
 func expandDSN(ref uint64, low uint32) uint64 {
-	c := ref&^0xffffffff | uint64(low)
-	switch {
-	case c > ref && c-ref > 1<<31:
-		c -= 1 << 32
-	case c < ref && ref-c > 1<<31:
-		c += 1 << 32
-	}
-	return c
+	return uint64(dsnmap.Expand(low, dsnmap.DSN(ref)))
 }
 
 // verifyCrypto checks every token, join HMAC, ADD_ADDR HMAC and DSS

@@ -33,17 +33,10 @@ func (d DSN) InWindow(first DSN, size uint64) bool { return uint64(d-first) < si
 // mapping, or the last acknowledged DSN for a Data ACK. This is the only
 // place where 32-bit values are widened.
 func Expand(low uint32, ref DSN) DSN {
-	// Candidate in ref's 2^32 epoch, then move by one epoch when the
-	// candidate is more than 2^31 away from ref.
-	cand := DSN(uint64(ref)&^0xffffffff | uint64(low))
-	diff := int64(cand - ref)
-	switch {
-	case diff > 1<<31:
-		cand -= 1 << 32
-	case diff < -(1 << 31):
-		cand += 1 << 32
-	}
-	return cand
+	// The signed 32-bit distance from ref's low bits to low, applied to
+	// ref. A value exactly 2^31 away counts as behind, matching the
+	// serial-number convention of LessThan and gVisor's seqnum.
+	return ref + DSN(int64(int32(low-uint32(ref))))
 }
 
 // Low32 returns the 32 bits of d that a 4-byte DSS field carries.

@@ -20,8 +20,9 @@ func TestExpand(t *testing.T) {
 		// Near the top of the 64-bit space: wraps to 0.
 		{low: 0x3, ref: 0xffff_ffff_ffff_fff0, want: 0x3},
 		{low: 0xffff_fff0, ref: 0x2, want: 0xffff_ffff_ffff_fff0},
-		// Exactly 2^31 ahead stays in the current epoch.
-		{low: 0x8000_0000, ref: 0x5_0000_0000, want: 0x5_8000_0000},
+		// Exactly 2^31 away counts as behind (serial-number convention).
+		{low: 0x8000_0000, ref: 0x5_0000_0000, want: 0x4_8000_0000},
+		{low: 0x7fff_ffff, ref: 0x5_0000_0000, want: 0x5_7fff_ffff},
 	} {
 		if got := Expand(tc.low, tc.ref); got != tc.want {
 			t.Errorf("Expand(%#x, %#x) = %#x, want %#x", tc.low, tc.ref, got, tc.want)
