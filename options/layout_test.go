@@ -98,8 +98,12 @@ func checkLayout(l *Layout, out []byte, om Omitted) error {
 	}
 	j := 0
 	for i, opt := range l.MPTCP {
-		omitted := i >= 32 || om.MPTCP&(1<<i) != 0
-		if omitted {
+		if i >= 32 {
+			// Documented: entries past the 32 that Omitted can
+			// describe are never laid out.
+			continue
+		}
+		if om.MPTCP&(1<<i) != 0 {
 			if opt != nil && opt.Len() > 0 && (opt.Len()+3)&^3 <= free {
 				return fmt.Errorf("MPTCP[%d] (%d bytes) omitted with %d bytes free", i, opt.Len(), free)
 			}
