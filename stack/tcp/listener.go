@@ -3,6 +3,7 @@ package tcp
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"sync/atomic"
 
 	"github.com/mptund/mptund/options"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -68,6 +69,10 @@ type ListenerStats struct {
 type Listener struct {
 	cfg   ListenerConfig
 	stats ListenerStats
+	// halfOpen counts endpoints in SYN-RECEIVED. It is atomic because
+	// endpoints leave that state under their own serialisation (segments,
+	// timers, Abort), not the listener's.
+	halfOpen atomic.Int64
 }
 
 // NewListener returns a listener.
@@ -83,7 +88,11 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 }
 
 // Stats returns the listener's counters.
-func (l *Listener) Stats() ListenerStats { return l.stats }
+func (l *Listener) Stats() ListenerStats {
+	st := l.stats
+	st.HalfOpen = int(l.halfOpen.Load())
+	return st
+}
 
 // ISN computes an initial sequence number per RFC 6528: a keyed hash of
 // the four-tuple plus a 4-microsecond clock.
@@ -115,7 +124,8 @@ const cookiePeriodSec = 64
 // HandleSegment processes a segment for the listening port. It returns a
 // new endpoint that the caller must register under flow (in SYN-RECEIVED
 // after a queued SYN, ESTABLISHED after a valid cookie ACK), or nil. out
-// is the new endpoint's Output, also used for stateless replies.
+// is the new endpoint's Output, also used for stateless replies; if it
+// implements Notifier it also receives the new endpoint's events.
 func (l *Listener) HandleSegment(flow FlowID, seg *Segment, out Output) *Endpoint {
 	switch {
 	case seg.Flags&FlagRST != 0:
@@ -146,8 +156,9 @@ func (l *Listener) HandleSegment(flow FlowID, seg *Segment, out Output) *Endpoin
 			return nil
 		}
 	}
-	if l.stats.HalfOpen >= l.cfg.Backlog || l.cfg.Cookies == CookiesAlways {
-		if l.stats.HalfOpen >= l.cfg.Backlog {
+	full := l.halfOpen.Load() >= int64(l.cfg.Backlog)
+	if full || l.cfg.Cookies == CookiesAlways {
+		if full {
 			l.stats.QueueOverflows++
 		}
 		if l.cfg.Cookies != CookiesNever {
@@ -157,14 +168,15 @@ func (l *Listener) HandleSegment(flow FlowID, seg *Segment, out Output) *Endpoin
 	}
 	cfg := l.cfg.Config
 	cfg.Output, cfg.Extension = out, ext
+	setNotify(&cfg, out)
 	cfg.ISS = ISN(&l.cfg.Secret, flow, cfg.Clock.NowMonotonic())
 	cfg.TSOffset = flowHash(&l.cfg.Secret, flow, 1, 0)
 	e, err := NewEndpoint(cfg)
 	if err != nil {
 		return nil
 	}
-	l.stats.HalfOpen++
-	e.leaveSynRcvd = func() { l.stats.HalfOpen-- }
+	l.halfOpen.Add(1)
+	e.leaveSynRcvd = func() { l.halfOpen.Add(-1) }
 	e.irs = seg.Seq
 	e.rb.nxt, e.rb.readOff, e.rcvAdvEdge = 1, 1, 1
 	e.negotiate(&seg.Options)
@@ -172,6 +184,21 @@ func (l *Listener) HandleSegment(flow FlowID, seg *Segment, out Output) *Endpoin
 	e.sendSYN(true)
 	e.flushNotify()
 	return e
+}
+
+// Notifier is implemented by an Output that also wants the readiness
+// events of the endpoint it serves. A Listener creates endpoints from a
+// shared template, so the per-connection Output passed to HandleSegment is
+// the only per-connection hook: if it implements Notifier, its Notify
+// replaces Config.Notify for the new endpoint.
+type Notifier interface {
+	Notify(Events)
+}
+
+func setNotify(cfg *Config, out Output) {
+	if n, ok := out.(Notifier); ok {
+		cfg.Notify = n.Notify
+	}
 }
 
 // reset answers a stray ACK: <SEQ=SEG.ACK><CTL=RST> (RFC 9293 §3.10.7.2).
@@ -266,6 +293,7 @@ func (l *Listener) cookieAck(flow FlowID, seg *Segment, out Output) *Endpoint {
 	}
 	cfg := l.cfg.Config
 	cfg.Output, cfg.Extension, cfg.ISS = out, ext, iss
+	setNotify(&cfg, out)
 	cfg.TSOffset = flowHash(&l.cfg.Secret, flow, 1, 0)
 	e, err := NewEndpoint(cfg)
 	if err != nil {

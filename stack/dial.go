@@ -1,0 +1,242 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"syscall"
+
+	"github.com/mptund/mptund/stack/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/ports"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Dial connects to address on the named network ("tcp", "tcp4" or
+// "tcp6") like net.Dialer.DialContext. address is "host:port" where host
+// is an IP literal (the engine does no name resolution). ctx bounds the
+// handshake; cancelling it aborts the attempt.
+func (e *Engine) Dial(ctx context.Context, network, address string) (net.Conn, error) {
+	raddr, err := ResolveTCPAddr(network, address)
+	if err != nil {
+		return nil, &net.OpError{Op: "dial", Net: network, Err: err}
+	}
+	c, err := e.DialTCP(ctx, network, nil, raddr)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// DialTCP is Dial with parsed addresses. laddr may be nil or leave the IP
+// or port unspecified: the route to raddr chooses the source address and
+// an ephemeral port is picked. The connection is returned once
+// ESTABLISHED; a RST in reply to the SYN fails with ECONNREFUSED, no
+// answer with ETIMEDOUT after tcp.Config.SynRetries retransmissions.
+func (e *Engine) DialTCP(ctx context.Context, network string, laddr, raddr *net.TCPAddr) (*Conn, error) {
+	fail := func(err error) error {
+		var src net.Addr
+		if laddr != nil {
+			src = laddr
+		}
+		return &net.OpError{Op: "dial", Net: network, Source: src, Addr: raddr, Err: err}
+	}
+	if raddr == nil {
+		return nil, fail(fmt.Errorf("%w: missing remote address", ErrAddress))
+	}
+	remote, netProto, err := tcpipAddr(network, raddr.IP)
+	if err != nil {
+		return nil, fail(err)
+	}
+	if remote.Unspecified() || raddr.Port <= 0 || raddr.Port > 0xffff {
+		return nil, fail(fmt.Errorf("%w: %v", ErrAddress, raddr))
+	}
+	var local tcpip.Address
+	var lport uint16
+	if laddr != nil {
+		if laddr.IP != nil && !laddr.IP.IsUnspecified() {
+			var lproto tcpip.NetworkProtocolNumber
+			if local, lproto, err = tcpipAddr(network, laddr.IP); err != nil {
+				return nil, fail(err)
+			}
+			if lproto != netProto {
+				return nil, fail(fmt.Errorf("%w: mixed address families", ErrAddress))
+			}
+		}
+		if laddr.Port < 0 || laddr.Port > 0xffff {
+			return nil, fail(fmt.Errorf("%w: %v", ErrAddress, laddr))
+		}
+		lport = uint16(laddr.Port)
+	}
+	if e.isClosed() {
+		return nil, fail(ErrEngineClosed)
+	}
+	if !e.reserveConn() {
+		return nil, fail(ErrTooManyConnections)
+	}
+	r, terr := e.s.FindRoute(0, local, remote, netProto, false)
+	if terr != nil {
+		e.releaseConn()
+		return nil, fail(&connError{errno: syscall.ENETUNREACH, err: fmt.Errorf("%w: no route to %v: %s", ErrAddress, raddr, terr)})
+	}
+	c := newConn(e, r, tcpipID(r.LocalAddress(), 0, remote, uint16(raddr.Port)), netProto)
+	c.connLimited = true
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.bindLocked(lport); err != nil {
+		c.teardownLocked()
+		return nil, fail(err)
+	}
+	c.laddr.Port = int(c.id.LocalPort)
+	cfg := c.config()
+	cfg.ISS = tcp.ISN(&e.secret, c.flow(), e.clock.NowMonotonic())
+	cfg.TSOffset = rand.Uint32() // RFC 7323 §5.4
+	ep, err := tcp.NewEndpoint(cfg)
+	if err != nil {
+		c.teardownLocked()
+		return nil, fail(err)
+	}
+	c.ep = ep
+	e.tcpStats.ActiveConnectionOpenings.Increment()
+	if err := ep.Connect(); err != nil {
+		c.teardownLocked()
+		return nil, fail(err)
+	}
+	c.flushLocked()
+	for {
+		st := ep.State()
+		switch {
+		case st >= tcp.StateEstablished:
+			return c, nil
+		case c.dead || st == tcp.StateClosed:
+			e.tcpStats.FailedConnectionAttempts.Increment()
+			err := ep.Err()
+			if err == nil {
+				err = tcp.ErrAborted // closed by Close or Engine.Close
+			}
+			c.teardownLocked()
+			return nil, fail(mapError(err))
+		}
+		ch := c.writers.get()
+		c.mu.Unlock()
+		select {
+		case <-ch:
+			c.mu.Lock()
+		case <-ctx.Done():
+			c.mu.Lock()
+			if !c.dead {
+				ep.Abort()
+				c.flushLocked()
+				c.teardownLocked()
+			}
+			e.tcpStats.FailedConnectionAttempts.Increment()
+			return nil, fail(mapCtxError(ctx.Err()))
+		}
+	}
+}
+
+// mapCtxError reports a context error the way net.Dialer does.
+func mapCtxError(err error) error {
+	if err == context.DeadlineExceeded {
+		return errDeadline
+	}
+	return err
+}
+
+// bindLocked reserves the local port (lport, or an ephemeral one) for the
+// connection's four-tuple and registers it with the demultiplexer.
+func (c *Conn) bindLocked(lport uint16) error {
+	s := c.eng.s
+	res := ports.Reservation{
+		Networks:  []tcpip.NetworkProtocolNumber{c.netProto},
+		Transport: header.TCPProtocolNumber,
+		Addr:      c.id.LocalAddress,
+		Dest:      tcpip.FullAddress{Addr: c.id.RemoteAddress, Port: c.id.RemotePort},
+	}
+	try := func(p uint16) (bool, tcpip.Error) {
+		res.Port = p
+		if _, err := s.ReservePort(s.SecureRNG(), res, nil); err != nil {
+			return false, nil
+		}
+		c.id.LocalPort = p
+		if err := c.registerLocked(); err != nil {
+			s.ReleasePort(res)
+			return false, nil
+		}
+		c.res, c.hasRes = res, true
+		return true, nil
+	}
+	if lport != 0 {
+		if ok, _ := try(lport); !ok {
+			return &connError{errno: syscall.EADDRINUSE, err: fmt.Errorf("port %d in use", lport)}
+		}
+		return nil
+	}
+	if _, err := s.PickEphemeralPort(s.SecureRNG(), try); err != nil {
+		return &connError{errno: syscall.EADDRNOTAVAIL, err: fmt.Errorf("no ephemeral port: %s", err)}
+	}
+	return nil
+}
+
+// ResolveTCPAddr parses "host:port" for network "tcp", "tcp4" or "tcp6"
+// without name resolution: host must be an IP literal or empty (any
+// address), port a number or a service name.
+func ResolveTCPAddr(network, address string) (*net.TCPAddr, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, net.UnknownNetworkError(network)
+	}
+	host, portStr, err := net.SplitHostPort(address)
+	if err != nil {
+		return nil, err
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		p, lerr := net.LookupPort(network, portStr)
+		if lerr != nil {
+			return nil, lerr
+		}
+		port = uint64(p)
+	}
+	a := &net.TCPAddr{Port: int(port)}
+	if host != "" {
+		ip, err := netip.ParseAddr(host)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q is not an IP address", ErrAddress, host)
+		}
+		a.IP = net.IP(ip.Unmap().AsSlice())
+		a.Zone = ip.Zone()
+		if _, _, err := tcpipAddr(network, a.IP); err != nil {
+			return nil, err
+		}
+	}
+	return a, nil
+}
+
+// tcpipAddr converts ip for network, checking the family.
+func tcpipAddr(network string, ip net.IP) (tcpip.Address, tcpip.NetworkProtocolNumber, error) {
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return tcpip.Address{}, 0, fmt.Errorf("%w: %v", ErrAddress, ip)
+	}
+	a = a.Unmap()
+	switch {
+	case a.Is4() && network != "tcp6":
+		return tcpip.AddrFrom4(a.As4()), ipv4.ProtocolNumber, nil
+	case a.Is6() && network != "tcp4":
+		return tcpip.AddrFrom16(a.As16()), ipv6.ProtocolNumber, nil
+	}
+	return tcpip.Address{}, 0, fmt.Errorf("%w: %v is not a %s address", ErrAddress, ip, network)
+}
+
+func tcpipID(laddr tcpip.Address, lport uint16, raddr tcpip.Address, rport uint16) stack.TransportEndpointID {
+	return stack.TransportEndpointID{LocalPort: lport, LocalAddress: laddr, RemotePort: rport, RemoteAddress: raddr}
+}

@@ -1,0 +1,275 @@
+package stack
+
+import (
+	"crypto/rand"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+
+	"github.com/mptund/mptund/stack/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
+	"gvisor.dev/gvisor/pkg/tcpip/link/qdisc/fifo"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
+	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
+	"gvisor.dev/gvisor/pkg/tcpip/stack"
+)
+
+// Defaults used when the corresponding Options field is zero.
+const (
+	// DefaultMaxConnections bounds the connections of an Engine (all
+	// states, TIME-WAIT included).
+	DefaultMaxConnections = 1 << 16
+	// DefaultQueueLen is the length of each NIC's FIFO queueing
+	// discipline, which batches writes so the link can coalesce them.
+	DefaultQueueLen = 1000
+)
+
+// Options configures an Engine. The zero value is usable.
+type Options struct {
+	// Clock supplies time to the stack, the TCP endpoints and deadlines;
+	// nil selects tcpip.NewStdClock().
+	Clock tcpip.Clock
+	// TCP is the template for every connection: buffer sizes, congestion
+	// control, timers (see tcp.Config). Clock, Output, Notify, ISS,
+	// TSOffset and MSS are set per connection (MSS from the route's MTU).
+	TCP tcp.Config
+	// Backlog bounds each listener's SYN queue and, separately, its queue
+	// of established connections not yet accepted; zero selects
+	// tcp.DefaultBacklog.
+	Backlog int
+	// MaxConnections bounds the connections of the engine; further Dials
+	// fail with ErrTooManyConnections and further SYNs are dropped.
+	MaxConnections int
+	// QueueLen is the length of each NIC's FIFO queueing discipline;
+	// negative attaches none (every packet is written alone).
+	QueueLen int
+}
+
+// Stats counts the engine's decisions outside individual connections.
+type Stats struct {
+	// ResetsSentUnknown counts RSTs sent for segments matching no
+	// connection or listener (RFC 9293 §3.10.7.1).
+	ResetsSentUnknown uint64
+	// ChecksumErrors counts segments dropped for a bad TCP checksum.
+	ChecksumErrors uint64
+	// Malformed counts segments dropped as undecodable.
+	Malformed uint64
+	// AcceptQueueOverflows counts established connections reset because
+	// their listener's accept queue was full.
+	AcceptQueueOverflows uint64
+	// ConnectionLimitDrops counts SYNs dropped and Dials refused at
+	// MaxConnections.
+	ConnectionLimitDrops uint64
+}
+
+type statCounters struct {
+	resetsSentUnknown    atomic.Uint64
+	checksumErrors       atomic.Uint64
+	malformed            atomic.Uint64
+	acceptQueueOverflows atomic.Uint64
+	connLimitDrops       atomic.Uint64
+}
+
+// Engine is a gVisor stack with mptund's TCP as transport protocol 6. Its
+// methods are safe for concurrent use.
+type Engine struct {
+	s        *stack.Stack
+	clock    tcpip.Clock
+	opts     Options
+	secret   [32]byte // ISNs (RFC 6528) and SYN cookies (RFC 4987)
+	tcpStats tcpip.TCPStats
+	stats    statCounters
+
+	nconns atomic.Int64 // registered connections, for MaxConnections
+
+	mu      sync.Mutex // guards nextNIC, nics, closed
+	nextNIC tcpip.NICID
+	nics    map[tcpip.NICID]stack.LinkEndpoint
+	closed  bool
+}
+
+// NewEngine creates an engine with no NICs.
+func NewEngine(opts Options) (*Engine, error) {
+	if opts.Clock == nil {
+		opts.Clock = tcpip.NewStdClock()
+	}
+	if opts.Backlog <= 0 {
+		opts.Backlog = tcp.DefaultBacklog
+	}
+	if opts.MaxConnections <= 0 {
+		opts.MaxConnections = DefaultMaxConnections
+	}
+	if opts.QueueLen == 0 {
+		opts.QueueLen = DefaultQueueLen
+	}
+	e := &Engine{clock: opts.Clock, opts: opts, nextNIC: 1, nics: make(map[tcpip.NICID]stack.LinkEndpoint)}
+	if _, err := rand.Read(e.secret[:]); err != nil {
+		return nil, fmt.Errorf("stack: seeding secret: %w", err)
+	}
+	// Validate the TCP template once, so that Dial and Listen cannot fail
+	// on it later.
+	probe := opts.TCP
+	probe.Clock, probe.Output = opts.Clock, tcp.OutputFunc(func(*tcp.OutSegment) {})
+	if _, err := tcp.NewEndpoint(probe); err != nil {
+		return nil, fmt.Errorf("stack: TCP configuration: %w", err)
+	}
+	e.s = stack.New(stack.Options{
+		NetworkProtocols: []stack.NetworkProtocolFactory{
+			ipv4.NewProtocol,
+			// Addresses are assigned by the user: no duplicate address
+			// detection, usable at once.
+			ipv6.NewProtocolWithOptions(ipv6.Options{}),
+		},
+		TransportProtocols: []stack.TransportProtocolFactory{
+			func(*stack.Stack) stack.TransportProtocol { return &protocol{eng: e} },
+		},
+		Clock: opts.Clock,
+	})
+	e.tcpStats = e.s.Stats().TCP
+	return e, nil
+}
+
+// Stack returns the underlying gVisor stack (NIC statistics, routes,
+// addresses). Registering other TCP endpoints on it is not supported.
+func (e *Engine) Stack() *stack.Stack { return e.s }
+
+// Clock returns the engine's clock.
+func (e *Engine) Clock() tcpip.Clock { return e.clock }
+
+// Stats returns a snapshot of the engine's counters.
+func (e *Engine) Stats() Stats {
+	return Stats{
+		ResetsSentUnknown:    e.stats.resetsSentUnknown.Load(),
+		ChecksumErrors:       e.stats.checksumErrors.Load(),
+		Malformed:            e.stats.malformed.Load(),
+		AcceptQueueOverflows: e.stats.acceptQueueOverflows.Load(),
+		ConnectionLimitDrops: e.stats.connLimitDrops.Load(),
+	}
+}
+
+// AddNIC attaches a link endpoint (a TUN, or a simulated link in tests) as
+// a new NIC with the given addresses. For each address it adds the on-link
+// route of its prefix, and for each address family present a default
+// route through this NIC (after those of earlier NICs). Unless
+// Options.QueueLen is negative, the NIC gets a FIFO queueing discipline so
+// that writes reach the link in batches.
+func (e *Engine) AddNIC(ep stack.LinkEndpoint, addrs ...netip.Prefix) (tcpip.NICID, error) {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return 0, ErrEngineClosed
+	}
+	id := e.nextNIC
+	e.nextNIC++
+	e.nics[id] = ep
+	e.mu.Unlock()
+	defer func() {
+		if _, ok := e.s.NICInfo()[id]; !ok {
+			e.mu.Lock()
+			delete(e.nics, id)
+			e.mu.Unlock()
+		}
+	}()
+
+	nicOpts := stack.NICOptions{}
+	if e.opts.QueueLen > 0 {
+		nicOpts.QDisc = fifo.New(ep, 1, e.opts.QueueLen)
+	}
+	if err := e.s.CreateNICWithOptions(id, ep, nicOpts); err != nil {
+		return 0, fmt.Errorf("stack: creating NIC %d: %s", id, err)
+	}
+	var has4, has6 bool
+	for _, p := range addrs {
+		if !p.IsValid() {
+			e.s.RemoveNIC(id)
+			return 0, fmt.Errorf("%w: invalid prefix %v", ErrAddress, p)
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits())
+		proto := ipv4.ProtocolNumber
+		if p.Addr().Is6() {
+			proto = ipv6.ProtocolNumber
+			has6 = true
+		} else {
+			has4 = true
+		}
+		pa := tcpip.ProtocolAddress{
+			Protocol: proto,
+			AddressWithPrefix: tcpip.AddressWithPrefix{
+				Address:   tcpip.AddrFromSlice(p.Addr().AsSlice()),
+				PrefixLen: p.Bits(),
+			},
+		}
+		if err := e.s.AddProtocolAddress(id, pa, stack.AddressProperties{}); err != nil {
+			e.s.RemoveNIC(id)
+			return 0, fmt.Errorf("stack: adding %v: %s", p, err)
+		}
+		e.s.AddRoute(tcpip.Route{Destination: pa.AddressWithPrefix.Subnet(), NIC: id})
+	}
+	if has4 {
+		e.s.AddRoute(tcpip.Route{Destination: header.IPv4EmptySubnet, NIC: id})
+	}
+	if has6 {
+		e.s.AddRoute(tcpip.Route{Destination: header.IPv6EmptySubnet, NIC: id})
+	}
+	return id, nil
+}
+
+// Close resets every connection, closes every listener, removes the NICs
+// (closing their link endpoints) and waits for the stack's goroutines.
+// Operations on the engine's connections fail afterwards.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	nics := e.nics
+	e.nics = nil
+	e.mu.Unlock()
+	e.s.Close() // Abort on every registered Conn and Listener
+	// Remove the NICs, which closes their link endpoints, before waiting
+	// for them: Stack.Wait waits for a link endpoint's goroutines before
+	// closing it, which never returns for an endpoint blocked reading a
+	// device (tun.Endpoint).
+	for id, ep := range nics {
+		e.s.RemoveNIC(id)
+		ep.Wait()
+	}
+	e.s.Wait()
+	return nil
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// tcpConfig returns the per-connection configuration: the template with
+// the engine's clock and an MSS derived from the route's MTU (the largest
+// TCP segment the link carries minus the fixed TCP header, RFC 9293
+// §3.7.1), capped by the template's MSS when one is set.
+func (e *Engine) tcpConfig(r *stack.Route) tcp.Config {
+	cfg := e.opts.TCP
+	cfg.Clock = e.clock
+	mss := int(r.MTU()) - header.TCPMinimumSize
+	if cfg.MSS <= 0 || mss < cfg.MSS {
+		cfg.MSS = mss
+	}
+	return cfg
+}
+
+// reserveConn counts a new connection against MaxConnections.
+func (e *Engine) reserveConn() bool {
+	if e.nconns.Add(1) > int64(e.opts.MaxConnections) {
+		e.nconns.Add(-1)
+		e.stats.connLimitDrops.Add(1)
+		return false
+	}
+	return true
+}
+
+func (e *Engine) releaseConn() { e.nconns.Add(-1) }
