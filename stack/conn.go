@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mptund/mptund/stack/mptcp"
 	"github.com/mptund/mptund/stack/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -40,10 +41,17 @@ type Conn struct {
 	readMu  sync.Mutex // held for a whole Read
 	writeMu sync.Mutex // held for a whole Write
 
-	mu    sync.Mutex // guards everything below and every call into ep
-	ep    *tcp.Endpoint
-	route *stack.Route // nil once torn down
-	seg   tcp.Segment  // scratch for incoming segments
+	mu sync.Mutex // guards everything below and every call into ep
+	ep *tcp.Endpoint
+	// mc is the MPTCP connection (nil for plain TCP) and sf its subflow on
+	// ep: the application's calls go to mc, which maps data onto ep.
+	mc *mptcp.Conn
+	sf *mptcp.Subflow
+	// peerNoMPTCP: accepted with MPTCP enabled from a SYN without
+	// MP_CAPABLE.
+	peerNoMPTCP bool
+	route       *stack.Route // nil once torn down
+	seg         tcp.Segment  // scratch for incoming segments
 	// pending accumulates the events Notify reports during a call into
 	// ep; flushLocked acts on them after the call returned.
 	pending    tcp.Events
@@ -92,7 +100,37 @@ func (c *Conn) config() tcp.Config {
 	cfg := c.eng.tcpConfig(c.route)
 	cfg.Output = (*connOutput)(c)
 	cfg.Notify = c.notify
+	if c.sf != nil {
+		cfg.Extension = c.sf
+	}
 	return cfg
+}
+
+// mptcpConfig returns the configuration of this connection's MPTCP layer.
+func (c *Conn) mptcpConfig() mptcp.Config {
+	return mptcp.Config{
+		Clock:     c.eng.clock,
+		Tokens:    c.eng.tokens,
+		Checksums: c.eng.opts.MPTCP.Checksums,
+		Notify:    c.notify,
+	}
+}
+
+// bindMPTCP attaches the MPTCP layer's subflow to the endpoint.
+func (c *Conn) bindMPTCP() {
+	if c.sf == nil {
+		return
+	}
+	c.sf.Bind(c.ep)
+	c.sf.Local = addrPort(c.laddr.IP, c.laddr.Port)
+	c.sf.Remote = addrPort(c.raddr.IP, c.raddr.Port)
+}
+
+// updateMPTCP lets the MPTCP layer follow the subflow after a call into ep.
+func (c *Conn) updateMPTCP() {
+	if c.mc != nil {
+		c.mc.Update()
+	}
 }
 
 // flow is the connection's four-tuple in the tcp package's terms.
@@ -157,7 +195,11 @@ func (c *Conn) writable() bool {
 		return false
 	}
 	want := min(c.writeWant, c.sndBuf/4)
-	return c.ep.SendBufferFree() >= max(want, 1)
+	free := c.ep.SendBufferFree()
+	if c.mc != nil {
+		free = c.mc.SendBufferFree()
+	}
+	return free >= max(want, 1)
 }
 
 // teardownLocked releases what a CLOSED connection holds: its demultiplexer
@@ -187,6 +229,9 @@ func (c *Conn) teardownLocked() {
 		c.eng.releaseConn()
 		c.connLimited = false
 	}
+	if c.mc != nil {
+		c.mc.Release()
+	}
 	if c.listener != nil {
 		c.listener.forget(c)
 	}
@@ -213,6 +258,11 @@ func (c *Conn) armTimerLocked() {
 		return
 	}
 	at, ok := c.ep.NextDeadline()
+	if c.mc != nil {
+		if mat, mok := c.mc.NextDeadline(); mok && (!ok || mat.Before(at)) {
+			at, ok = mat, true
+		}
+	}
 	if !ok || (c.timerArmed && !at.Before(c.timerAt)) {
 		return
 	}
@@ -233,6 +283,10 @@ func (c *Conn) onTimer() {
 		return
 	}
 	c.ep.HandleTimers()
+	if c.mc != nil {
+		c.mc.HandleTimers()
+		c.mc.Update()
+	}
 	c.flushLocked()
 	c.armTimerLocked()
 }
@@ -260,6 +314,7 @@ func (ce *connEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stack.Pa
 	c.eng.tcpStats.ValidSegmentsReceived.Increment()
 	c.ep.HandleSegment(&c.seg)
 	c.seg.Payload = nil
+	c.updateMPTCP()
 	c.flushLocked()
 }
 
@@ -278,6 +333,7 @@ func (ce *connEndpoint) HandleError(transErr stack.TransportError, _ *stack.Pack
 		return
 	}
 	c.ep.HandlePacketTooBig(int(transErr.Info()) - header.TCPMinimumSize)
+	c.updateMPTCP()
 	c.flushLocked()
 }
 
@@ -290,7 +346,11 @@ func (ce *connEndpoint) Abort() {
 	if c.dead {
 		return
 	}
-	c.ep.Abort()
+	if c.mc != nil {
+		c.mc.Abort()
+	} else {
+		c.ep.Abort()
+	}
 	c.flushLocked()
 	c.teardownLocked()
 }
@@ -316,7 +376,13 @@ func (c *Conn) Read(b []byte) (int, error) {
 		case len(b) == 0:
 			return 0, nil
 		}
-		n, err := c.ep.Read(b)
+		var n int
+		var err error
+		if c.mc != nil {
+			n, err = c.mc.Read(b)
+		} else {
+			n, err = c.ep.Read(b)
+		}
 		c.flushLocked()
 		if n > 0 {
 			return n, nil
@@ -346,7 +412,13 @@ func (c *Conn) Write(b []byte) (int, error) {
 		case c.wd.expired:
 			return total, c.opError("write", errDeadline)
 		}
-		n, err := c.ep.Write(b[total:])
+		var n int
+		var err error
+		if c.mc != nil {
+			n, err = c.mc.Write(b[total:])
+		} else {
+			n, err = c.ep.Write(b[total:])
+		}
 		total += n
 		c.flushLocked()
 		if err == nil {
@@ -384,7 +456,11 @@ func (c *Conn) Close() error {
 	}
 	c.closed = true
 	if !c.dead {
-		c.ep.Close()
+		if c.mc != nil {
+			c.mc.Close()
+		} else {
+			c.ep.Close()
+		}
 		c.flushLocked()
 	}
 	c.rd.stop()
@@ -405,7 +481,12 @@ func (c *Conn) CloseWrite() error {
 	if c.dead {
 		return nil
 	}
-	err := c.ep.CloseWrite()
+	var err error
+	if c.mc != nil {
+		err = c.mc.CloseWrite()
+	} else {
+		err = c.ep.CloseWrite()
+	}
 	c.flushLocked()
 	if err != nil {
 		return c.opError("close", mapError(err))

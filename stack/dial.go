@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/mptund/mptund/stack/mptcp"
 	"github.com/mptund/mptund/stack/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -95,6 +96,14 @@ func (e *Engine) DialTCP(ctx context.Context, network string, laddr, raddr *net.
 		return nil, fail(err)
 	}
 	c.laddr.Port = int(c.id.LocalPort)
+	if !e.opts.MPTCP.Disabled {
+		mc, sf, err := mptcp.NewClient(c.mptcpConfig())
+		if err != nil {
+			c.teardownLocked()
+			return nil, fail(err)
+		}
+		c.mc, c.sf = mc, sf
+	}
 	cfg := c.config()
 	cfg.ISS = tcp.ISN(&e.secret, c.flow(), e.clock.NowMonotonic())
 	cfg.TSOffset = rand.Uint32() // RFC 7323 §5.4
@@ -104,6 +113,7 @@ func (e *Engine) DialTCP(ctx context.Context, network string, laddr, raddr *net.
 		return nil, fail(err)
 	}
 	c.ep = ep
+	c.bindMPTCP()
 	e.tcpStats.ActiveConnectionOpenings.Increment()
 	if err := ep.Connect(); err != nil {
 		c.teardownLocked()

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/mptund/mptund/stack/mptcp"
 	"github.com/mptund/mptund/stack/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -44,7 +45,9 @@ type Options struct {
 	MaxConnections int
 	// QueueLen is the length of each NIC's FIFO queueing discipline;
 	// negative attaches none (every packet is written alone).
-	QueueLen int
+	QueueLen int // MPTCP configures Multipath TCP, which Dial and Listen use unless
+	// MPTCP.Disabled is set.
+	MPTCP MPTCPConfig
 }
 
 // Stats counts the engine's decisions outside individual connections.
@@ -83,6 +86,7 @@ type Engine struct {
 	stats    statCounters
 
 	nconns atomic.Int64 // registered connections, for MaxConnections
+	tokens *mptcp.Tokens
 
 	mu      sync.Mutex // guards nextNIC, nics, closed
 	nextNIC tcpip.NICID
@@ -104,7 +108,7 @@ func NewEngine(opts Options) (*Engine, error) {
 	if opts.QueueLen == 0 {
 		opts.QueueLen = DefaultQueueLen
 	}
-	e := &Engine{clock: opts.Clock, opts: opts, nextNIC: 1, nics: make(map[tcpip.NICID]stack.LinkEndpoint)}
+	e := &Engine{tokens: mptcp.NewTokens(), clock: opts.Clock, opts: opts, nextNIC: 1, nics: make(map[tcpip.NICID]stack.LinkEndpoint)}
 	if _, err := rand.Read(e.secret[:]); err != nil {
 		return nil, fmt.Errorf("stack: seeding secret: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/mptund/mptund/stack/mptcp"
 	"github.com/mptund/mptund/stack/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
@@ -41,6 +42,11 @@ type Listener struct {
 	queue   []*Conn // established, waiting for Accept
 	waiters waitList
 	closed  bool
+	// cur is the connection HandleSegment is creating (for newExtension),
+	// and newMC/newSF the MPTCP layer newExtension made for it.
+	cur   *Conn
+	newMC *mptcp.Conn
+	newSF *mptcp.Subflow
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -115,7 +121,11 @@ func (e *Engine) ListenTCP(network string, laddr *net.TCPAddr) (*Listener, error
 	cfg := e.opts.TCP
 	cfg.Clock = e.clock
 	cfg.MSS = l.templateMSS()
-	tl, err := tcp.NewListener(tcp.ListenerConfig{Config: cfg, Backlog: e.opts.Backlog, Secret: e.secret})
+	lcfg := tcp.ListenerConfig{Config: cfg, Backlog: e.opts.Backlog, Secret: e.secret}
+	if !e.opts.MPTCP.Disabled {
+		lcfg.NewExtension = l.newExtension
+	}
+	tl, err := tcp.NewListener(lcfg)
 	if err != nil {
 		e.s.ReleasePort(l.res)
 		return nil, fail(err)
@@ -126,6 +136,29 @@ func (e *Engine) ListenTCP(network string, laddr *net.TCPAddr) (*Listener, error
 		return nil, fail(&connError{errno: syscall.EADDRINUSE, err: fmt.Errorf("registering: %s", terr)})
 	}
 	return l, nil
+}
+
+// newExtension is the tcp.Listener's extension factory: a SYN with
+// MP_CAPABLE gets an MPTCP connection (RFC 8684 §3.1), anything else plain
+// TCP. A SYN-cookie ACK (no SYN) is plain TCP: the MPTCP state of a cookie
+// handshake is not rebuilt. Called with l.mu held, from HandleSegment.
+func (l *Listener) newExtension(_ tcp.FlowID, seg *tcp.Segment) (tcp.Extension, tcp.Verdict) {
+	c := l.cur
+	if c == nil || seg.Flags&tcp.FlagSYN == 0 {
+		return nil, tcp.VerdictAccept
+	}
+	mc, sf, ok, err := mptcp.NewServer(c.mptcpConfig(), seg)
+	if err != nil {
+		return nil, tcp.VerdictDrop // no unique key: the peer retries
+	}
+	if !ok {
+		return nil, tcp.VerdictAccept
+	}
+	if l.newMC != nil {
+		l.newMC.Release()
+	}
+	l.newMC, l.newSF = mc, sf
+	return sf, tcp.VerdictAccept
 }
 
 // templateMSS is the MSS the listener advertises: the largest any NIC
@@ -287,14 +320,23 @@ func (le *listenerEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stac
 	c := newConn(e, r, id, pkt.NetworkProtocolNumber)
 	c.listener = l
 	c.connLimited = creates
+	l.cur, l.newMC, l.newSF = c, nil, nil
 	tep := l.tl.HandleSegment(c.flow(), seg, (*connOutput)(c))
+	mc, sf := l.newMC, l.newSF
+	l.cur, l.newMC, l.newSF = nil, nil, nil
 	seg.Payload = nil
 	if tep == nil {
 		l.mu.Unlock()
+		if mc != nil {
+			mc.Release() // a SYN answered with a cookie, or refused
+		}
 		c.teardownLocked() // releases the route and the connection count; c is private
 		return
 	}
 	c.ep = tep
+	c.mc, c.sf = mc, sf
+	c.peerNoMPTCP = mc == nil && !e.opts.MPTCP.Disabled
+	c.bindMPTCP()
 	l.pending[c] = struct{}{}
 	l.mu.Unlock()
 

@@ -1,0 +1,780 @@
+package mptcp
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/mptund/mptund/dsnmap"
+	"github.com/mptund/mptund/handshake"
+	"github.com/mptund/mptund/options"
+	"github.com/mptund/mptund/stack/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultSendBuffer    = 4 << 20
+	DefaultReceiveBuffer = 6 << 20
+	// DefaultDataAckTimeout bounds how long the peer may leave data that
+	// its subflows acknowledged unacknowledged at the data level before
+	// the connection is reset with MP_TCPRST "too much outstanding data"
+	// (RFC 8684 §3.6, reason 4).
+	DefaultDataAckTimeout = 2 * time.Minute
+	// dataFINRTOMin and dataFINRTOMax bound the DATA_FIN retransmission
+	// timer; it starts at the subflow's RTO and backs off exponentially.
+	dataFINRTOMin = 200 * time.Millisecond
+	dataFINRTOMax = 60 * time.Second
+)
+
+// Errors reported by a Conn.
+var (
+	// ErrFastclose: the peer aborted the connection with MP_FASTCLOSE
+	// (RFC 8684 §3.5). It wraps tcp.ErrConnectionReset.
+	ErrFastclose = fmt.Errorf("mptcp: connection closed by MP_FASTCLOSE: %w", tcp.ErrConnectionReset)
+	// ErrDataAckTimeout: the peer left data unacknowledged at the data
+	// level for longer than Config.DataAckTimeout.
+	ErrDataAckTimeout = fmt.Errorf("mptcp: data not acknowledged at the data level: %w", tcp.ErrTimeout)
+	// ErrProtocol: the peer violated RFC 8684 in a way that leaves no
+	// fallback (conflicting mappings, data beyond DATA_FIN, ...).
+	ErrProtocol = errors.New("mptcp: protocol violation by the peer")
+)
+
+// Config parameterises a Conn.
+type Config struct {
+	// Clock is the connection's time source (the subflows' clock).
+	Clock tcpip.Clock
+	// Tokens is the engine's token table; required.
+	Tokens *Tokens
+	// Rand supplies keys; nil selects crypto/rand.
+	Rand io.Reader
+	// Checksums requests DSS checksums (MP_CAPABLE flag A, RFC 8684 §3.1).
+	Checksums bool
+	// SendBuffer bounds the data kept until data-level acknowledgement.
+	SendBuffer int
+	// ReceiveBuffer is the connection-level receive buffer, whose free
+	// space is the window advertised on every subflow (§3.3.4).
+	ReceiveBuffer int
+	// DataAckTimeout: see DefaultDataAckTimeout. Negative disables.
+	DataAckTimeout time.Duration
+	// Notify receives the connection's readiness events (tcp.EventReadable,
+	// EventWritable, EventClosed, EventError, EventTimer) synchronously.
+	Notify func(tcp.Events)
+}
+
+// State is a connection's data-level state.
+type State uint8
+
+// Data-level states. The connection is open until both DATA_FINs have
+// been exchanged and acknowledged, or it is reset.
+const (
+	StateHandshake State = iota // first subflow not yet established
+	StateEstablished
+	StateClosing // DATA_FIN sent or received, not both acknowledged
+	StateClosed  // both DATA_FINs acknowledged; subflows closing
+	StateReset   // aborted (fastclose, reset, timeout)
+)
+
+var stateNames = [...]string{"handshake", "established", "closing", "closed", "reset"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("State(%d)", s)
+}
+
+// Conn is one MPTCP connection at the data level (RFC 8684 §3.3): a 64-bit
+// data sequence space in each direction, mappings of data onto subflows, a
+// send buffer kept until the Data ACK covers it, connection-level
+// reassembly and receive window, DATA_FIN, MP_FASTCLOSE and the fallback to
+// plain TCP (§3.7).
+//
+// A Conn is sans-I/O and not safe for concurrent use: its driver (the
+// adapter in package stack) serialises every call into it and into its
+// subflows' endpoints with one lock, calls Update after every call into a
+// subflow endpoint (segment, timer, packet too big), and serves the
+// deadline reported by NextDeadline with HandleTimers.
+type Conn struct {
+	cfg    Config
+	client bool
+	state  State
+
+	localKey, remoteKey     uint64
+	localToken, remoteToken uint32
+	localIDSN, remoteIDSN   uint64
+	tokenHeld               bool
+	haveRemoteKey           bool
+	checksums               bool
+	// fullyEstablished: the peer is known to hold both keys (client: a
+	// DSS arrived from the server; server: the third ACK or MP_CAPABLE
+	// with data arrived), RFC 8684 §3.1.
+	fullyEstablished bool
+	fallback         FallbackReason
+
+	subflows []*Subflow
+
+	// Send side. buf holds the bytes [sndUna, sndUna+len(buf)); the first
+	// sndNxt-sndUna of them are mapped onto a subflow.
+	buf            []byte
+	bufOff         int // consumed prefix of buf (compacted lazily)
+	sndUna, sndNxt dsnmap.DSN
+	peerEdge       dsnmap.DSN // right edge of the peer's data-level window
+	finQueued      bool       // the application closed for sending
+	finSent        bool       // DATA_FIN signalled at least once
+	finAcked       bool
+	finRTO         time.Duration
+	finDeadline    tcpip.MonotonicTime
+	// ackStall is when the data level first fell behind the subflow
+	// level (for DataAckTimeout); zero when it is not behind.
+	ackStall tcpip.MonotonicTime
+
+	// Receive side; rx is nil until the peer's key is known.
+	rx         *dsnmap.Reassembler
+	lastAdvWnd int // window advertised by the last ACK, for window updates
+
+	err       error
+	appClosed bool // Close called: nothing more will be read
+	fastclose bool // sending MP_FASTCLOSE on the RSTs of our subflows
+	pending   tcp.Events
+
+	stats Stats
+}
+
+// Stats counts a connection's data-level events.
+type Stats struct {
+	MappingsSent     uint64
+	MappingsReceived uint64
+	DataAcksReceived uint64
+	ChecksumErrors   uint64
+	BytesSent        uint64 // data bytes mapped onto subflows
+	BytesAcked       uint64 // data bytes acknowledged at the data level
+	BytesReceived    uint64 // data bytes placed in the reassembler
+	DataFINsSent     uint64
+	FastclosesSent   uint64
+	FastclosesRcvd   uint64
+}
+
+func newConn(cfg Config, client bool) (*Conn, error) {
+	if cfg.Clock == nil || cfg.Tokens == nil {
+		return nil, errors.New("mptcp: Config needs Clock and Tokens")
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.SendBuffer <= 0 {
+		cfg.SendBuffer = DefaultSendBuffer
+	}
+	if cfg.ReceiveBuffer <= 0 {
+		cfg.ReceiveBuffer = DefaultReceiveBuffer
+	}
+	if cfg.DataAckTimeout == 0 {
+		cfg.DataAckTimeout = DefaultDataAckTimeout
+	}
+	c := &Conn{cfg: cfg, client: client, checksums: cfg.Checksums}
+	key, err := cfg.Tokens.NewKey(cfg.Rand, c)
+	if err != nil {
+		return nil, err
+	}
+	c.setLocalKey(key)
+	c.tokenHeld = true
+	return c, nil
+}
+
+func (c *Conn) setLocalKey(key uint64) {
+	c.localKey = key
+	c.localToken, c.localIDSN = handshake.TokenAndIDSN(key)
+	c.sndUna = dsnmap.DSN(c.localIDSN + 1)
+	c.sndNxt = c.sndUna
+	c.peerEdge = c.sndUna
+}
+
+func (c *Conn) setRemoteKey(key uint64) {
+	c.remoteKey = key
+	c.haveRemoteKey = true
+	c.remoteToken, c.remoteIDSN = handshake.TokenAndIDSN(key)
+	if c.rx == nil {
+		c.rx = dsnmap.NewReassembler(dsnmap.DSN(c.remoteIDSN+1), c.cfg.ReceiveBuffer)
+	}
+}
+
+// NewClient creates the connection of an active opener and its first
+// subflow's extension; build the subflow's tcp.Endpoint with Extension set
+// to the returned Subflow, then call Subflow.Bind and Connect it.
+func NewClient(cfg Config) (*Conn, *Subflow, error) {
+	c, err := newConn(cfg, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, c.addSubflow(), nil
+}
+
+func (c *Conn) addSubflow() *Subflow {
+	s := &Subflow{c: c, id: uint8(len(c.subflows))}
+	c.subflows = append(c.subflows, s)
+	return s
+}
+
+// Fallback returns why the connection runs as plain TCP, FallbackNone if it
+// runs MPTCP.
+func (c *Conn) Fallback() FallbackReason { return c.fallback }
+
+// State returns the data-level state.
+func (c *Conn) State() State { return c.state }
+
+// Err returns the error that ended the connection, or nil.
+func (c *Conn) Err() error { return c.err }
+
+// Subflows returns the connection's subflows (do not modify the slice).
+func (c *Conn) Subflows() []*Subflow { return c.subflows }
+
+func (c *Conn) notify(ev tcp.Events) { c.pending |= ev }
+
+// flush hands the accumulated events to Config.Notify.
+func (c *Conn) flush() {
+	if c.pending != 0 && c.cfg.Notify != nil {
+		ev := c.pending
+		c.pending = 0
+		c.cfg.Notify(ev)
+	}
+	c.pending = 0
+}
+
+// doFallback switches the connection to plain TCP on its (single) subflow
+// (RFC 8684 §3.7): from now on subflow bytes map one to one onto data
+// sequence numbers, acknowledgement is the subflow's, and no MPTCP option
+// is sent. The receive side keeps what was already delivered.
+func (c *Conn) doFallback(reason FallbackReason, s *Subflow) {
+	if c.fallback != FallbackNone {
+		return
+	}
+	c.fallback = reason
+	if c.rx == nil {
+		// The peer's key was never learnt: its data sequence space is the
+		// subflow's, starting at relative sequence 1.
+		c.rx = dsnmap.NewReassembler(1, c.cfg.ReceiveBuffer)
+		c.remoteIDSN = 0
+	}
+	s.fbRcvBase = c.rx.Next() - dsnmap.DSN(s.rcvRel)
+	s.fbSndBase = c.sndUna - dsnmap.DSN(s.ep.SndUnaRel())
+	c.releaseToken()
+	if c.state == StateHandshake && s.ep != nil && s.ep.State() >= tcp.StateEstablished {
+		c.state = StateEstablished
+	}
+}
+
+func (c *Conn) releaseToken() {
+	if c.tokenHeld {
+		c.cfg.Tokens.Release(c.localToken, c)
+		c.tokenHeld = false
+	}
+}
+
+// Write queues p for sending; like tcp.Endpoint.Write it returns
+// tcp.ErrWouldBlock with the count queued when the send buffer is full.
+func (c *Conn) Write(p []byte) (int, error) {
+	defer c.flush()
+	switch {
+	case c.err != nil:
+		return 0, c.err
+	case c.finQueued:
+		return 0, tcp.ErrClosedForSend
+	case c.state == StateHandshake:
+		return 0, tcp.ErrNotConnected
+	}
+	free := c.cfg.SendBuffer - c.buffered()
+	n := min(free, len(p))
+	if n > 0 {
+		c.compact()
+		c.buf = append(c.buf, p[:n]...)
+		c.push()
+	}
+	if n < len(p) {
+		return n, tcp.ErrWouldBlock
+	}
+	return n, nil
+}
+
+// buffered is the number of bytes held: unacknowledged and unsent.
+func (c *Conn) buffered() int { return len(c.buf) - c.bufOff }
+
+// SendBufferFree returns how many bytes Write would accept now.
+func (c *Conn) SendBufferFree() int { return c.cfg.SendBuffer - c.buffered() }
+
+func (c *Conn) compact() {
+	if c.bufOff == 0 {
+		return
+	}
+	if c.bufOff >= len(c.buf) {
+		c.buf, c.bufOff = c.buf[:0], 0
+		return
+	}
+	if c.bufOff > cap(c.buf)/2 || cap(c.buf)-len(c.buf) < 64<<10 {
+		n := copy(c.buf, c.buf[c.bufOff:])
+		c.buf, c.bufOff = c.buf[:n], 0
+	}
+}
+
+// Read reads in-order data. It returns (0, nil) at the peer's DATA_FIN and
+// tcp.ErrWouldBlock when nothing is available yet.
+func (c *Conn) Read(p []byte) (int, error) {
+	defer c.flush()
+	if c.rx != nil {
+		if n := c.rx.Read(p); n > 0 {
+			c.windowUpdate()
+			return n, nil
+		}
+		if c.rx.EOF() {
+			return 0, nil
+		}
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.state == StateHandshake {
+		return 0, tcp.ErrWouldBlock
+	}
+	if c.subflowsGone() {
+		// Every subflow ended without a DATA_FIN: as a plain TCP
+		// connection whose FIN arrived.
+		return 0, nil
+	}
+	return 0, tcp.ErrWouldBlock
+}
+
+// Readable returns the number of bytes Read would return now.
+func (c *Conn) Readable() int {
+	if c.rx == nil {
+		return 0
+	}
+	return c.rx.Readable()
+}
+
+// windowUpdate sends a window update when reading opened the window by a
+// significant amount (RFC 9293 §3.8.6.2.2 receiver-side SWS avoidance:
+// at least a quarter of the buffer).
+func (c *Conn) windowUpdate() {
+	w := c.rx.Window()
+	if w-c.lastAdvWnd >= c.cfg.ReceiveBuffer/4 {
+		if s := c.activeSubflow(); s != nil {
+			s.ep.SendAck()
+		}
+	}
+}
+
+// CloseWrite queues a DATA_FIN after the data already written (RFC 8684
+// §3.3.3); on a fallen-back connection, the subflow's FIN.
+func (c *Conn) CloseWrite() error {
+	defer c.flush()
+	if c.err != nil {
+		return c.err
+	}
+	if c.finQueued {
+		return nil
+	}
+	c.finQueued = true
+	if c.state == StateHandshake {
+		for _, s := range c.subflows {
+			s.ep.CloseWrite()
+		}
+		return nil
+	}
+	c.push()
+	return nil
+}
+
+// Close ends the application's use of the connection: like CloseWrite, but
+// if unread data is pending the connection is aborted with MP_FASTCLOSE,
+// as Linux does (and as TCP resets, RFC 2525 §2.17).
+func (c *Conn) Close() error {
+	defer c.flush()
+	c.appClosed = true
+	if c.err != nil {
+		return nil
+	}
+	if c.Readable() > 0 && c.state != StateHandshake {
+		c.Abort()
+		return nil
+	}
+	return c.CloseWrite()
+}
+
+// Abort resets the connection: with MPTCP, every subflow is reset with
+// MP_FASTCLOSE carrying the peer's key (RFC 8684 §3.5); after a fallback,
+// with a plain RST.
+func (c *Conn) Abort() {
+	defer c.flush()
+	if c.state == StateReset {
+		return
+	}
+	if c.fallback == FallbackNone && c.haveRemoteKey && c.state != StateHandshake {
+		c.fastclose = true
+		c.stats.FastclosesSent++
+	}
+	c.reset(tcp.ErrAborted)
+}
+
+// reset aborts every subflow and ends the connection with err.
+func (c *Conn) reset(err error) {
+	if c.err == nil {
+		c.err = err
+	}
+	c.state = StateReset
+	for _, s := range c.subflows {
+		if s.ep != nil && s.ep.State() != tcp.StateClosed {
+			s.ep.Abort()
+		}
+	}
+	c.releaseToken()
+	c.notify(tcp.EventClosed | tcp.EventError | tcp.EventReadable | tcp.EventWritable)
+}
+
+// activeSubflow returns the subflow to send on: the first established one.
+// (The scheduler arrives with multipath; one subflow for now.)
+func (c *Conn) activeSubflow() *Subflow {
+	for _, s := range c.subflows {
+		if s.ep != nil && canSend(s.ep.State()) && !s.closing {
+			return s
+		}
+	}
+	return nil
+}
+
+func (c *Conn) subflowsGone() bool {
+	for _, s := range c.subflows {
+		if s.ep != nil && s.ep.State() != tcp.StateClosed && !s.finRcvd {
+			return false
+		}
+	}
+	return len(c.subflows) > 0
+}
+
+// push maps unsent data onto the active subflow, as chunks of at most
+// tcp.MaxChunk bytes that each carry one mapping on all their segments
+// (RFC 8684 §3.3.1), within the peer's data-level window.
+func (c *Conn) push() {
+	s := c.activeSubflow()
+	if s == nil {
+		return
+	}
+	for {
+		unsent := int(c.sndUna + dsnmap.DSN(c.buffered()) - c.sndNxt)
+		if unsent <= 0 {
+			break
+		}
+		n := min(unsent, tcp.MaxChunk, s.ep.SendBufferFree())
+		if c.fallback == FallbackNone {
+			// Window: the subflow also enforces the same window on its own
+			// sequence space; limiting here keeps data for other subflows
+			// (and the reinjection queue) at the connection level.
+			if w := int64(c.peerEdge - c.sndNxt); w < int64(n) {
+				n = int(max(w, 0))
+				if n == 0 && c.sndNxt == c.sndUna {
+					n = min(unsent, 1) // zero window: let the subflow probe
+				}
+			}
+		}
+		if n <= 0 {
+			break
+		}
+		off := c.bufOff + int(c.sndNxt-c.sndUna)
+		data := c.buf[off : off+n]
+		var meta any
+		if c.fallback == FallbackNone {
+			ch := &chunk{dsn: c.sndNxt, len: uint16(n)}
+			if c.checksums {
+				ch.psum = partialSum(data)
+			}
+			meta = ch
+		}
+		if err := s.ep.EnqueueChunk(data, meta); err != nil {
+			break
+		}
+		if meta != nil {
+			s.txq = append(s.txq, txRecord{rel: 1 + s.enqueued, dsn: c.sndNxt, len: uint32(n)})
+		}
+		s.enqueued += uint32(n)
+		c.sndNxt += dsnmap.DSN(n)
+		c.stats.BytesSent += uint64(n)
+		if meta != nil {
+			c.stats.MappingsSent++
+		}
+	}
+	if c.finQueued && c.sndNxt == c.sndUna+dsnmap.DSN(c.buffered()) {
+		if c.fallback != FallbackNone {
+			s.ep.CloseWrite()
+		} else if !c.finSent {
+			c.finSent = true
+			c.stats.DataFINsSent++
+			c.finRTO = max(s.ep.Info().RTO, dataFINRTOMin)
+			c.finDeadline = c.cfg.Clock.NowMonotonic().Add(c.finRTO)
+			c.notify(tcp.EventTimer)
+			if c.state == StateEstablished {
+				c.state = StateClosing
+			}
+			s.ep.SendAck() // the DATA_FIN rides on a pure ACK's DSS
+		}
+	}
+}
+
+// dataFIN returns the DSN of our DATA_FIN: right after the last byte.
+func (c *Conn) dataFIN() dsnmap.DSN { return c.sndUna + dsnmap.DSN(c.buffered()) }
+
+// onDataAck processes a Data ACK (already expanded to 64 bits).
+func (c *Conn) onDataAck(ack dsnmap.DSN, wnd uint64) {
+	c.stats.DataAcksReceived++
+	limit := c.sndNxt
+	if c.finSent {
+		limit = c.dataFIN() + 1
+	}
+	if int64(ack-c.sndUna) < 0 || int64(ack-limit) > 0 {
+		return // old, or acknowledges what was never sent: ignore
+	}
+	if edge := ack + dsnmap.DSN(wnd); int64(edge-c.peerEdge) > 0 {
+		c.peerEdge = edge
+	}
+	if c.finSent && ack == c.dataFIN()+1 {
+		if !c.finAcked {
+			c.finAcked = true
+			c.finDeadline = tcpip.MonotonicTime{}
+		}
+		ack--
+	}
+	if n := int(ack - c.sndUna); n > 0 {
+		c.bufOff += n
+		c.sndUna = ack
+		c.stats.BytesAcked += uint64(n)
+		c.ackStall = tcpip.MonotonicTime{}
+		c.compact()
+		c.notify(tcp.EventWritable)
+	}
+}
+
+// Update runs after every call into a subflow endpoint (segment, timer,
+// packet too big): it follows the subflows' progress at the data level.
+func (c *Conn) Update() {
+	defer c.flush()
+	for _, s := range c.subflows {
+		if s.ep == nil {
+			continue
+		}
+		if err := s.pendingErr; err != nil && c.state != StateReset {
+			s.pendingErr = nil
+			c.reset(err)
+			return
+		}
+		if s.ackNeeded {
+			s.ackNeeded = false
+			s.ep.SendAck()
+		}
+		st := s.ep.State()
+		if c.state == StateHandshake && st >= tcp.StateEstablished {
+			c.state = StateEstablished
+			c.notify(tcp.EventWritable)
+		}
+		if c.fallback != FallbackNone {
+			// Plain TCP: the subflow's acknowledgement is the data level's.
+			ack := s.fbSndBase + dsnmap.DSN(s.ep.SndUnaRel())
+			c.onFallbackAck(ack)
+			if s.finRcvd && c.rx != nil && !c.rx.FINReceived() {
+				c.rx.SetFIN(s.fbRcvBase + dsnmap.DSN(s.rcvRel))
+				c.notify(tcp.EventReadable)
+			}
+		}
+		if st == tcp.StateClosed && c.fallback != FallbackNone && s.ep.Err() == nil && c.state != StateReset {
+			c.state = StateClosed
+		}
+		if st == tcp.StateClosed && c.state != StateReset && c.state != StateClosed {
+			if err := s.ep.Err(); err != nil && !c.dataDone() {
+				if s.fastcloseRcvd {
+					err = ErrFastclose
+				}
+				c.err = err
+				c.state = StateReset
+				c.releaseToken()
+				c.notify(tcp.EventClosed | tcp.EventError | tcp.EventReadable | tcp.EventWritable)
+			}
+		}
+	}
+	if c.state == StateReset {
+		return
+	}
+	c.push()
+	c.checkDataAckStall()
+	if c.dataDone() && c.state != StateClosed {
+		c.state = StateClosed
+		c.releaseToken()
+		// Both DATA_FINs are acknowledged: close the subflows (FIN), as
+		// the kernel does once the data level is finished.
+		for _, s := range c.subflows {
+			if s.ep != nil && s.ep.State() != tcp.StateClosed {
+				s.closing = true
+				s.ep.Close()
+			}
+		}
+		c.notify(tcp.EventClosed | tcp.EventReadable)
+	}
+	if c.fallback != FallbackNone && c.state == StateEstablished && (c.finQueued || (c.rx != nil && c.rx.FINReceived())) {
+		c.state = StateClosing
+	}
+}
+
+// onFallbackAck frees data acknowledged by the subflow after a fallback.
+func (c *Conn) onFallbackAck(ack dsnmap.DSN) {
+	if int64(ack-c.sndNxt) > 0 {
+		ack = c.sndNxt // the FIN's sequence number, or a bogus ACK TCP refused
+	}
+	if int64(ack-c.sndUna) <= 0 {
+		return
+	}
+	n := int(ack - c.sndUna)
+	c.bufOff += n
+	c.sndUna = ack
+	c.stats.BytesAcked += uint64(n)
+	c.compact()
+	c.notify(tcp.EventWritable)
+}
+
+// dataDone reports whether both directions are finished at the data level.
+func (c *Conn) dataDone() bool {
+	if c.fallback != FallbackNone {
+		return false // the subflow's own close handshake ends it
+	}
+	return c.finAcked && c.rx != nil && c.rx.FINReceived() && c.rx.Next() == c.rxFINNext()
+}
+
+// rxFINNext is the DSN after the peer's DATA_FIN: FINReceived means the
+// reassembler has seen it in order.
+func (c *Conn) rxFINNext() dsnmap.DSN { return c.rx.Next() }
+
+// checkDataAckStall resets the connection when the subflows acknowledged
+// data that the data level has not for longer than DataAckTimeout: the
+// peer holds our data without delivering it (RFC 8684 §3.6 reason 4).
+func (c *Conn) checkDataAckStall() {
+	if c.cfg.DataAckTimeout < 0 || c.fallback != FallbackNone {
+		return
+	}
+	behind := false
+	for _, s := range c.subflows {
+		if s.ep != nil && s.ep.State() >= tcp.StateEstablished && s.ackedBeyond(c.sndUna) {
+			behind = true
+		}
+	}
+	now := c.cfg.Clock.NowMonotonic()
+	switch {
+	case !behind:
+		c.ackStall = tcpip.MonotonicTime{}
+	case c.ackStall == (tcpip.MonotonicTime{}):
+		c.ackStall = now
+		c.notify(tcp.EventTimer)
+	case now.Sub(c.ackStall) >= c.cfg.DataAckTimeout:
+		for _, s := range c.subflows {
+			s.rstReason = uint8(0x4) // too much outstanding data
+		}
+		c.reset(ErrDataAckTimeout)
+	}
+}
+
+// NextDeadline returns the connection's earliest timer (DATA_FIN
+// retransmission, data-level acknowledgement bound), not the subflows'.
+func (c *Conn) NextDeadline() (tcpip.MonotonicTime, bool) {
+	var at tcpip.MonotonicTime
+	ok := false
+	if c.finSent && !c.finAcked && c.state != StateReset && c.finDeadline != (tcpip.MonotonicTime{}) {
+		at, ok = c.finDeadline, true
+	}
+	if c.ackStall != (tcpip.MonotonicTime{}) && c.cfg.DataAckTimeout > 0 {
+		if t := c.ackStall.Add(c.cfg.DataAckTimeout); !ok || t.Before(at) {
+			at, ok = t, true
+		}
+	}
+	return at, ok
+}
+
+// HandleTimers runs the connection's expired timers.
+func (c *Conn) HandleTimers() {
+	defer c.flush()
+	now := c.cfg.Clock.NowMonotonic()
+	if c.finSent && !c.finAcked && c.state != StateReset && c.finDeadline != (tcpip.MonotonicTime{}) && !now.Before(c.finDeadline) {
+		if s := c.activeSubflow(); s != nil {
+			s.ep.SendAck()
+		}
+		c.finRTO = min(2*c.finRTO, dataFINRTOMax)
+		c.finDeadline = now.Add(c.finRTO)
+		c.notify(tcp.EventTimer)
+	}
+	c.checkDataAckStall()
+}
+
+// canSend reports whether a subflow in state st may carry new data.
+func canSend(st tcp.State) bool {
+	return st == tcp.StateEstablished || st == tcp.StateCloseWait
+}
+
+// NewServer creates the connection of a passive opener for a SYN that
+// carries MP_CAPABLE (RFC 8684 §3.1), and its first subflow's extension to
+// build the endpoint with (then Bind it). It returns ok false, and nothing
+// else, when the SYN has no usable MP_CAPABLE: the connection is plain TCP.
+func NewServer(cfg Config, syn *tcp.Segment) (c *Conn, s *Subflow, ok bool, err error) {
+	var p parsed
+	parseOptions(syn, &p)
+	if !p.hasMPC || p.mpc.Form != options.CapableSYN || !usableCapable(&p.mpc) {
+		return nil, nil, false, nil
+	}
+	if p.mpc.Flags&options.CapableFlagChecksum != 0 {
+		cfg.Checksums = true
+	}
+	c, err = newConn(cfg, false)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return c, c.addSubflow(), true, nil
+}
+
+// Release frees what the connection holds outside itself (its token); the
+// driver calls it when the last subflow is gone.
+func (c *Conn) Release() { c.releaseToken() }
+
+// Info is a snapshot of a connection's data-level state.
+type Info struct {
+	State       State
+	Client      bool
+	Fallback    FallbackReason
+	LocalKey    uint64
+	RemoteKey   uint64
+	LocalToken  uint32
+	RemoteToken uint32
+	Checksums   bool
+	// FullyEstablished: the peer is known to hold both keys (§3.1).
+	FullyEstablished bool
+	SndUna, SndNxt   uint64 // data sequence numbers
+	RcvNxt           uint64
+	SndBuffered      int
+	RcvReadable      int
+	RcvOutOfOrder    int
+	DataFINSent      bool
+	DataFINAcked     bool
+	DataFINReceived  bool
+	Stats            Stats
+}
+
+// Info returns a snapshot of the connection's state.
+func (c *Conn) Info() Info {
+	in := Info{
+		State: c.state, Client: c.client, Fallback: c.fallback,
+		LocalKey: c.localKey, LocalToken: c.localToken, Checksums: c.checksums && c.fallback == FallbackNone,
+		FullyEstablished: c.fullyEstablished,
+		SndUna:           uint64(c.sndUna), SndNxt: uint64(c.sndNxt), SndBuffered: c.buffered(),
+		DataFINSent: c.finSent, DataFINAcked: c.finAcked, Stats: c.stats,
+	}
+	if c.haveRemoteKey {
+		in.RemoteKey, in.RemoteToken = c.remoteKey, c.remoteToken
+	}
+	if c.rx != nil {
+		in.RcvNxt, in.RcvReadable, in.RcvOutOfOrder = uint64(c.rx.Next()), c.rx.Readable(), c.rx.OutOfOrder()
+		in.DataFINReceived = c.rx.FINReceived()
+	}
+	return in
+}
