@@ -1,6 +1,10 @@
 package dsnmap
 
-import "github.com/mptund/mptund/checksum"
+import (
+	"sort"
+
+	"github.com/mptund/mptund/checksum"
+)
 
 // Piece is a run of subflow payload placed in data-sequence space. When
 // DataFIN is set, the peer's DATA_FIN occupies the data-sequence number
@@ -80,10 +84,9 @@ func (r *RxMap) Add(m Mapping) error {
 		return nil // entirely delivered already
 	}
 	// Find the insertion point and check neighbours for overlap.
-	i := 0
-	for i < len(r.pending) && seqLT(r.pending[i].SubflowSeq, start) {
-		i++
-	}
+	// pending is sorted and within one 2^31 window, so binary search
+	// works; in-order arrival lands at the end.
+	i := sort.Search(len(r.pending), func(k int) bool { return !seqLT(r.pending[k].SubflowSeq, start) })
 	if i < len(r.pending) && r.pending[i].same(m) {
 		return nil
 	}

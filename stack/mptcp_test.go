@@ -57,3 +57,32 @@ func summary(ci ConnInfo) string {
 	}
 	return s
 }
+
+// TestMPTCPLargeWrites sends in 256 KiB writes, which fill the window with
+// 64 KiB mappings; queue drops at the NIC leave many of them pending behind
+// a hole at the receiver (the mapping table once refused them and reset).
+func TestMPTCPLargeWrites(t *testing.T) {
+	a, b := newPipePair(t, 1500, Options{})
+	d, c := connectPair(t, a, b, addrB4.Addr())
+	done := make(chan error, 1)
+	go func() {
+		n, _, err := recvStream(c)
+		if err == nil && n != 32<<20 {
+			err = fmt.Errorf("received %d bytes", n)
+		}
+		done <- err
+	}()
+	buf := make([]byte, 256<<10)
+	for sent := 0; sent < 32<<20; sent += len(buf) {
+		if _, err := d.Write(buf); err != nil {
+			t.Fatalf("write after %d bytes: %v (peer: %v)", sent, err, c.ConnInfo().State)
+		}
+	}
+	d.CloseWrite()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if ci := d.ConnInfo(); !ci.MPTCP {
+		t.Fatalf("not MPTCP: %s", summary(ci))
+	}
+}

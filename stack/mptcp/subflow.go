@@ -2,6 +2,7 @@ package mptcp
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 
 	"github.com/mptund/mptund/checksum"
@@ -81,7 +82,7 @@ func (s *Subflow) Bind(ep *tcp.Endpoint) {
 	s.ep = ep
 	s.rcvRel = 1 // the first payload byte is relative sequence 1
 	if s.rxmap == nil {
-		s.rxmap = dsnmap.NewRxMap(dsnmap.DefaultRxMapLimit, s.c.checksums)
+		s.rxmap = dsnmap.NewRxMap(s.c.rxMapLimit(), s.c.checksums)
 	}
 }
 
@@ -276,7 +277,7 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 				c.setRemoteKey(p.mpc.SenderKey)
 				if p.mpc.Flags&options.CapableFlagChecksum != 0 {
 					c.checksums = true
-					s.rxmap = dsnmap.NewRxMap(dsnmap.DefaultRxMapLimit, true)
+					s.rxmap = dsnmap.NewRxMap(c.rxMapLimit(), true)
 				}
 			} else {
 				c.doFallback(FallbackSynAckNoMPCapable, s)
@@ -398,7 +399,7 @@ func (s *Subflow) addMapping(m dsnmap.Mapping) error {
 	s.c.stats.MappingsReceived++
 	if err := s.rxmap.Add(m); err != nil {
 		s.rstReason = options.RstReasonMPTCPError
-		s.pendingErr = ErrProtocol
+		s.pendingErr = fmt.Errorf("%w: mapping %v: %v", ErrProtocol, m, err)
 		return err
 	}
 	return nil
@@ -431,7 +432,7 @@ func (s *Subflow) Deliver(relSeq uint32, data []byte) {
 		s.pendingErr = ErrProtocol
 	default:
 		s.rstReason = options.RstReasonMPTCPError
-		s.pendingErr = ErrProtocol
+		s.pendingErr = fmt.Errorf("%w: subflow bytes at %d: %v", ErrProtocol, relSeq, err)
 	}
 }
 
@@ -440,7 +441,7 @@ func (s *Subflow) insert(p dsnmap.Piece) {
 	n, err := c.rx.Insert(p)
 	if err != nil {
 		s.rstReason = options.RstReasonMPTCPError
-		s.pendingErr = ErrProtocol
+		s.pendingErr = fmt.Errorf("%w: reassembly at DSN %d (+%d, next %d, window %d): %v", ErrProtocol, p.DSN, len(p.Data), c.rx.Next(), c.rx.Window(), err)
 		return
 	}
 	if n > 0 || p.DataFIN {
@@ -471,4 +472,13 @@ func (s *Subflow) StateChanged(from, to tcp.State) {
 		}
 	}
 	s.c.notify(tcp.EventWritable)
+}
+
+// rxMapLimit bounds the mappings a subflow keeps pending: enough for a
+// full receive window of segments that each carry their own mapping of at
+// least 1 KiB (a peer mapping every small write), and no more, so that a
+// peer cannot make the table grow without bound (RFC 8684 §3.3.1 leaves
+// mapping sizes to the sender).
+func (c *Conn) rxMapLimit() int {
+	return max(dsnmap.DefaultRxMapLimit, c.cfg.ReceiveBuffer/1024)
 }
