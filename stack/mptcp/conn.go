@@ -122,11 +122,14 @@ type Conn struct {
 	bufOff         int // consumed prefix of buf (compacted lazily)
 	sndUna, sndNxt dsnmap.DSN
 	peerEdge       dsnmap.DSN // right edge of the peer's data-level window
-	finQueued      bool       // the application closed for sending
-	finSent        bool       // DATA_FIN signalled at least once
-	finAcked       bool
-	finRTO         time.Duration
-	finDeadline    tcpip.MonotonicTime
+	// peerWndKnown: a Data ACK has told the window; before that only the
+	// subflow's own window limits sending.
+	peerWndKnown bool
+	finQueued    bool // the application closed for sending
+	finSent      bool // DATA_FIN signalled at least once
+	finAcked     bool
+	finRTO       time.Duration
+	finDeadline  tcpip.MonotonicTime
 	// ackStall is when the data level first fell behind the subflow
 	// level (for DataAckTimeout); zero when it is not behind.
 	ackStall tcpip.MonotonicTime
@@ -212,7 +215,8 @@ func NewClient(cfg Config) (*Conn, *Subflow, error) {
 }
 
 func (c *Conn) addSubflow() *Subflow {
-	s := &Subflow{c: c, id: uint8(len(c.subflows))}
+	s := &Subflow{c: c, id: uint8(len(c.subflows)), rcvRel: 1}
+	s.rxmap = dsnmap.NewRxMap(c.rxMapLimit(), c.checksums)
 	c.subflows = append(c.subflows, s)
 	return s
 }
@@ -251,6 +255,11 @@ func (c *Conn) doFallback(reason FallbackReason, s *Subflow) {
 		return
 	}
 	c.fallback = reason
+	switch reason {
+	case FallbackSynAckNoMPCapable, FallbackSynNoMPCapable, FallbackInfiniteMapping:
+	default:
+		s.sendInfinite = true
+	}
 	if c.rx == nil {
 		// The peer's key was never learnt: its data sequence space is the
 		// subflow's, starting at relative sequence 1.
@@ -258,7 +267,11 @@ func (c *Conn) doFallback(reason FallbackReason, s *Subflow) {
 		c.remoteIDSN = 0
 	}
 	s.fbRcvBase = c.rx.Next() - dsnmap.DSN(s.rcvRel)
-	s.fbSndBase = c.sndUna - dsnmap.DSN(s.ep.SndUnaRel())
+	una := uint32(1)
+	if s.ep != nil {
+		una = s.ep.SndUnaRel()
+	}
+	s.fbSndBase = c.sndUna - dsnmap.DSN(una)
 	c.releaseToken()
 	if c.state == StateHandshake && s.ep != nil && s.ep.State() >= tcp.StateEstablished {
 		c.state = StateEstablished
@@ -377,7 +390,9 @@ func (c *Conn) CloseWrite() error {
 	c.finQueued = true
 	if c.state == StateHandshake {
 		for _, s := range c.subflows {
-			s.ep.CloseWrite()
+			if s.ep != nil {
+				s.ep.CloseWrite()
+			}
 		}
 		return nil
 	}
@@ -465,7 +480,7 @@ func (c *Conn) push() {
 			break
 		}
 		n := min(unsent, tcp.MaxChunk, s.ep.SendBufferFree())
-		if c.fallback == FallbackNone {
+		if c.fallback == FallbackNone && c.peerWndKnown {
 			// Window: the subflow also enforces the same window on its own
 			// sequence space; limiting here keeps data for other subflows
 			// (and the reinjection queue) at the connection level.
@@ -532,8 +547,8 @@ func (c *Conn) onDataAck(ack dsnmap.DSN, wnd uint64) {
 	if int64(ack-c.sndUna) < 0 || int64(ack-limit) > 0 {
 		return // old, or acknowledges what was never sent: ignore
 	}
-	if edge := ack + dsnmap.DSN(wnd); int64(edge-c.peerEdge) > 0 {
-		c.peerEdge = edge
+	if edge := ack + dsnmap.DSN(wnd); !c.peerWndKnown || int64(edge-c.peerEdge) > 0 {
+		c.peerEdge, c.peerWndKnown = edge, true
 	}
 	if c.finSent && ack == c.dataFIN()+1 {
 		if !c.finAcked {

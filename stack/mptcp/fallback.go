@@ -19,6 +19,9 @@ const (
 	FallbackDataNoDSS
 	// FallbackInfiniteMapping: the peer sent an infinite mapping.
 	FallbackInfiniteMapping
+	// FallbackAckNoDSS: our data was acknowledged without a Data ACK:
+	// MPTCP options stripped from the peer's segments.
+	FallbackAckNoDSS
 )
 
 var fallbackNames = [...]string{
@@ -28,6 +31,7 @@ var fallbackNames = [...]string{
 	FallbackAckNoMPCapable:    "handshake ACK without MP_CAPABLE",
 	FallbackDataNoDSS:         "data without DSS mapping",
 	FallbackInfiniteMapping:   "infinite mapping received",
+	FallbackAckNoDSS:          "data acknowledged without DSS",
 }
 
 func (r FallbackReason) String() string {

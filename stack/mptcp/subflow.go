@@ -40,6 +40,9 @@ type Subflow struct {
 	// After a fallback: DSN = base + relative subflow sequence.
 	fbRcvBase, fbSndBase dsnmap.DSN
 	rxViaMap             bool // fallback by infinite mapping: the map still routes
+	// sendInfinite: after a fallback the peer may not know of, data
+	// segments carry the infinite mapping.
+	sendInfinite bool
 
 	finRcvd       bool
 	closing       bool
@@ -80,10 +83,6 @@ var (
 // Extension).
 func (s *Subflow) Bind(ep *tcp.Endpoint) {
 	s.ep = ep
-	s.rcvRel = 1 // the first payload byte is relative sequence 1
-	if s.rxmap == nil {
-		s.rxmap = dsnmap.NewRxMap(s.c.rxMapLimit(), s.c.checksums)
-	}
 }
 
 // Endpoint returns the subflow's TCP endpoint.
@@ -125,6 +124,14 @@ func (s *Subflow) ackedBeyond(dsn dsnmap.DSN) bool {
 func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options.Option) []options.Option {
 	c := s.c
 	if c.fallback != FallbackNone {
+		if s.sendInfinite && info.Len > 0 && info.Flags&header.TCPFlagRst == 0 {
+			// Tell a peer that may still expect mappings that everything
+			// from here on maps one to one (the infinite mapping, RFC 8684
+			// §3.7), on every data segment: any of them may be lost.
+			s.dss = options.DSS{HasMapping: true, DSN64: true,
+				DSN: uint64(s.fbSndBase + dsnmap.DSN(info.RelSeq)), SubflowSeq: info.RelSeq, HasChecksum: c.checksums}
+			return append(dst, &s.dss)
+		}
 		return dst
 	}
 	flags := info.Flags
@@ -336,6 +343,14 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 			return tcp.VerdictReset
 		}
 	}
+	if !p.hasDSS && ack && s.ep != nil && s.enqueued > 0 && len(c.subflows) == 1 &&
+		int32(uint32(seg.Ack-s.ep.ISS())-1) > 0 && !(p.hasMPC && p.mpc.Form == options.CapableACKData) {
+		// An acknowledgement of our data without a Data ACK: the path
+		// strips MPTCP options, so the first subflow falls back to plain
+		// TCP (RFC 8684 §3.7).
+		c.doFallback(FallbackAckNoDSS, s)
+		return tcp.VerdictAccept
+	}
 	if !p.hasDSS {
 		if len(seg.Payload) > 0 && !s.sawMapping && state >= tcp.StateEstablished && len(c.subflows) == 1 &&
 			!(p.hasMPC && p.mpc.Form == options.CapableACKData) {
@@ -355,7 +370,7 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 			ackDSN = dsnmap.Expand(uint32(d.DataAck), c.sndNxt)
 		}
 		wnd := uint64(seg.Window)
-		if !syn {
+		if !syn && s.ep != nil {
 			wnd <<= s.ep.SendWindowScale()
 		}
 		c.onDataAck(ackDSN, wnd)

@@ -61,7 +61,9 @@ type SegmentInfo struct {
 //     and the ACK completing the handshake in SYN-RECEIVED. state is the
 //     state before the segment is processed. A SYN arriving at a Listener
 //     is shown to the ListenerConfig.NewExtension factory instead.
-//     VerdictDrop and VerdictReset take effect immediately.
+//     VerdictDrop and VerdictReset take effect immediately. A RST that
+//     passed validation is shown too, just before the connection resets;
+//     its verdict is ignored.
 //  3. TCP processes the ACK, window and SACK information, then the
 //     payload: in-order bytes are handed to Deliver (when the extension
 //     implements Receiver) or to the receive buffer.

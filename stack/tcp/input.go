@@ -210,6 +210,11 @@ func (e *Endpoint) handleSynchronized(seg *Segment) {
 			e.challengeAck()
 			return
 		}
+		if e.ext != nil {
+			// The extension sees the valid RST (MP_FASTCLOSE and
+			// MP_TCPRST ride on it, RFC 8684 §3.5-3.6); it cannot veto it.
+			e.ext.Incoming(seg, e.state)
+		}
 		switch e.state {
 		case StateSynRcvd:
 			e.closeNow(ErrConnectionRefused)
