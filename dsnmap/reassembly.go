@@ -1,6 +1,11 @@
 package dsnmap
 
-import "errors"
+import (
+	"errors"
+	"math"
+
+	"github.com/mptund/mptund/internal/ring"
+)
 
 // ErrDataAfterFIN: data placed beyond the peer's DATA_FIN, or a second
 // DATA_FIN at a different place (a protocol violation).
@@ -18,8 +23,7 @@ type Reassembler struct {
 	next  DSN // next DSN expected: the Data ACK
 	limit int // bytes buffered at most (ready + out of order)
 
-	ready      [][]byte // in order, not yet read; ready[0][readOff:] is next
-	readOff    int
+	ready      *ring.Buffer // in order, not yet read
 	readyBytes int
 
 	ooo      []oooSeg // sorted by DSN, non-overlapping, none adjacent to next
@@ -50,7 +54,9 @@ func (s oooSeg) end() DSN { return s.dsn.Add(uint64(len(s.data))) }
 // NewReassembler expects the first byte at start (the peer's IDSN+1) and
 // buffers at most limit bytes.
 func NewReassembler(start DSN, limit int) *Reassembler {
-	return &Reassembler{next: start, limit: limit}
+	// The ring is not bounded by limit: the window accounting is (the
+	// in-order bytes never exceed it), and SetLimit may move it.
+	return &Reassembler{next: start, limit: limit, ready: ring.New(math.MaxInt)}
 }
 
 // Next is the next DSN expected in order: the cumulative Data ACK to send.
@@ -159,18 +165,15 @@ func (r *Reassembler) advanceFIN() {
 	}
 }
 
-// appendReady copies data onto the in-order queue. The copy keeps pieces
-// small enough to be reused by readers but never splits below 1 byte.
+// appendReady copies data onto the in-order queue and advances next.
 func (r *Reassembler) appendReady(data []byte) int {
 	if len(data) == 0 {
 		return 0
 	}
-	buf := make([]byte, len(data))
-	copy(buf, data)
-	r.ready = append(r.ready, buf)
-	r.readyBytes += len(buf)
-	r.next = r.next.Add(uint64(len(buf)))
-	return len(buf)
+	n := r.ready.Write(data)
+	r.readyBytes += n
+	r.next = r.next.Add(uint64(n))
+	return n
 }
 
 // insertOOO queues data at dsn (> next), dropping overlap with queued
@@ -218,10 +221,8 @@ func (r *Reassembler) drainOOO() {
 	k := 0
 	for k < len(r.ooo) && r.ooo[k].dsn == r.next {
 		s := r.ooo[k]
-		r.ready = append(r.ready, s.data)
-		r.readyBytes += len(s.data)
+		r.appendReady(s.data)
 		r.oooBytes -= len(s.data)
-		r.next = s.end()
 		k++
 	}
 	if k > 0 {
@@ -231,17 +232,7 @@ func (r *Reassembler) drainOOO() {
 
 // Read copies in-order bytes into p and returns how many.
 func (r *Reassembler) Read(p []byte) int {
-	n := 0
-	for n < len(p) && len(r.ready) > 0 {
-		c := copy(p[n:], r.ready[0][r.readOff:])
-		n += c
-		r.readOff += c
-		if r.readOff == len(r.ready[0]) {
-			r.ready[0] = nil
-			r.ready = r.ready[1:]
-			r.readOff = 0
-		}
-	}
+	n := r.ready.Read(p)
 	r.readyBytes -= n
 	return n
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/mptund/mptund/dsnmap"
 	"github.com/mptund/mptund/handshake"
+	"github.com/mptund/mptund/internal/ring"
 	"github.com/mptund/mptund/options"
 	"github.com/mptund/mptund/stack/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -116,10 +117,9 @@ type Conn struct {
 
 	subflows []*Subflow
 
-	// Send side. buf holds the bytes [sndUna, sndUna+len(buf)); the first
+	// Send side. snd holds the bytes [sndUna, sndUna+snd.Len()); the first
 	// sndNxt-sndUna of them are mapped onto a subflow.
-	buf            []byte
-	bufOff         int // consumed prefix of buf (compacted lazily)
+	snd            *ring.Buffer
 	sndUna, sndNxt dsnmap.DSN
 	peerEdge       dsnmap.DSN // right edge of the peer's data-level window
 	// peerWndKnown: a Data ACK has told the window; before that only the
@@ -176,7 +176,7 @@ func newConn(cfg Config, client bool) (*Conn, error) {
 	if cfg.DataAckTimeout == 0 {
 		cfg.DataAckTimeout = DefaultDataAckTimeout
 	}
-	c := &Conn{cfg: cfg, client: client, checksums: cfg.Checksums}
+	c := &Conn{cfg: cfg, client: client, checksums: cfg.Checksums, snd: ring.New(cfg.SendBuffer)}
 	key, err := cfg.Tokens.NewKey(cfg.Rand, c)
 	if err != nil {
 		return nil, err
@@ -297,11 +297,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 	case c.state == StateHandshake:
 		return 0, tcp.ErrNotConnected
 	}
-	free := c.cfg.SendBuffer - c.buffered()
-	n := min(free, len(p))
+	n := c.snd.Write(p)
 	if n > 0 {
-		c.compact()
-		c.buf = append(c.buf, p[:n]...)
 		c.push()
 	}
 	if n < len(p) {
@@ -311,24 +308,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 }
 
 // buffered is the number of bytes held: unacknowledged and unsent.
-func (c *Conn) buffered() int { return len(c.buf) - c.bufOff }
+func (c *Conn) buffered() int { return c.snd.Len() }
 
 // SendBufferFree returns how many bytes Write would accept now.
-func (c *Conn) SendBufferFree() int { return c.cfg.SendBuffer - c.buffered() }
-
-func (c *Conn) compact() {
-	if c.bufOff == 0 {
-		return
-	}
-	if c.bufOff >= len(c.buf) {
-		c.buf, c.bufOff = c.buf[:0], 0
-		return
-	}
-	if c.bufOff > cap(c.buf)/2 || cap(c.buf)-len(c.buf) < 64<<10 {
-		n := copy(c.buf, c.buf[c.bufOff:])
-		c.buf, c.bufOff = c.buf[:n], 0
-	}
-}
+func (c *Conn) SendBufferFree() int { return c.snd.Free() }
 
 // Read reads in-order data. It returns (0, nil) at the peer's DATA_FIN and
 // tcp.ErrWouldBlock when nothing is available yet.
@@ -494,8 +477,9 @@ func (c *Conn) push() {
 		if n <= 0 {
 			break
 		}
-		off := c.bufOff + int(c.sndNxt-c.sndUna)
-		data := c.buf[off : off+n]
+		// A chunk is contiguous: it ends where the ring wraps.
+		data, _ := c.snd.Peek(int(c.sndNxt-c.sndUna), n)
+		n = len(data)
 		var meta any
 		if c.fallback == FallbackNone {
 			ch := &chunk{dsn: c.sndNxt, len: uint16(n)}
@@ -558,11 +542,10 @@ func (c *Conn) onDataAck(ack dsnmap.DSN, wnd uint64) {
 		ack--
 	}
 	if n := int(ack - c.sndUna); n > 0 {
-		c.bufOff += n
+		c.snd.Discard(n)
 		c.sndUna = ack
 		c.stats.BytesAcked += uint64(n)
 		c.ackStall = tcpip.MonotonicTime{}
-		c.compact()
 		c.notify(tcp.EventWritable)
 	}
 }
@@ -645,10 +628,9 @@ func (c *Conn) onFallbackAck(ack dsnmap.DSN) {
 		return
 	}
 	n := int(ack - c.sndUna)
-	c.bufOff += n
+	c.snd.Discard(n)
 	c.sndUna = ack
 	c.stats.BytesAcked += uint64(n)
-	c.compact()
 	c.notify(tcp.EventWritable)
 }
 
