@@ -114,6 +114,10 @@ type Conn struct {
 	// with data arrived), RFC 8684 §3.1.
 	fullyEstablished bool
 	fallback         FallbackReason
+	// peerNoNewToSource: the peer's MP_CAPABLE had flag C: no new subflow
+	// may be opened to its source address (RFC 8684 §3.1), which the path
+	// manager honours.
+	peerNoNewToSource bool
 
 	subflows []*Subflow
 
@@ -215,7 +219,7 @@ func NewClient(cfg Config) (*Conn, *Subflow, error) {
 }
 
 func (c *Conn) addSubflow() *Subflow {
-	s := &Subflow{c: c, id: uint8(len(c.subflows)), rcvRel: 1}
+	s := &Subflow{c: c, id: uint8(len(c.subflows)), rcvRel: 1, lastAckedTop: c.sndUna}
 	s.rxmap = dsnmap.NewRxMap(c.rxMapLimit(), c.checksums)
 	c.subflows = append(c.subflows, s)
 	return s
@@ -727,6 +731,7 @@ func NewServer(cfg Config, syn *tcp.Segment) (c *Conn, s *Subflow, ok bool, err 
 	if err != nil {
 		return nil, nil, false, err
 	}
+	c.peerNoNewToSource = p.mpc.Flags&options.CapableFlagNoNewSubflowsToSource != 0
 	return c, c.addSubflow(), true, nil
 }
 
@@ -746,15 +751,17 @@ type Info struct {
 	Checksums   bool
 	// FullyEstablished: the peer is known to hold both keys (§3.1).
 	FullyEstablished bool
-	SndUna, SndNxt   uint64 // data sequence numbers
-	RcvNxt           uint64
-	SndBuffered      int
-	RcvReadable      int
-	RcvOutOfOrder    int
-	DataFINSent      bool
-	DataFINAcked     bool
-	DataFINReceived  bool
-	Stats            Stats
+	// PeerNoNewSubflowsToSource: the peer set MP_CAPABLE's C flag.
+	PeerNoNewSubflowsToSource bool
+	SndUna, SndNxt            uint64 // data sequence numbers
+	RcvNxt                    uint64
+	SndBuffered               int
+	RcvReadable               int
+	RcvOutOfOrder             int
+	DataFINSent               bool
+	DataFINAcked              bool
+	DataFINReceived           bool
+	Stats                     Stats
 }
 
 // Info returns a snapshot of the connection's state.
@@ -762,8 +769,8 @@ func (c *Conn) Info() Info {
 	in := Info{
 		State: c.state, Client: c.client, Fallback: c.fallback,
 		LocalKey: c.localKey, LocalToken: c.localToken, Checksums: c.checksums && c.fallback == FallbackNone,
-		FullyEstablished: c.fullyEstablished,
-		SndUna:           uint64(c.sndUna), SndNxt: uint64(c.sndNxt), SndBuffered: c.buffered(),
+		FullyEstablished: c.fullyEstablished, PeerNoNewSubflowsToSource: c.peerNoNewToSource,
+		SndUna: uint64(c.sndUna), SndNxt: uint64(c.sndNxt), SndBuffered: c.buffered(),
 		DataFINSent: c.finSent, DataFINAcked: c.finAcked, Stats: c.stats,
 	}
 	if c.haveRemoteKey {

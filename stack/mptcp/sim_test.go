@@ -84,7 +84,7 @@ func newSimPairOpts(t *testing.T, link simnet.LinkConfig, clientCsum, serverCsum
 // run advances the simulation until cond holds.
 func (p *simPair) run(cond func() bool, d time.Duration, what string) {
 	p.t.Helper()
-	ok := p.net.RunUntil(func() bool {
+	step := func() bool {
 		now := p.net.Clock.NowMonotonic()
 		for _, c := range []*Conn{p.client, p.server} {
 			if c == nil {
@@ -96,7 +96,13 @@ func (p *simPair) run(cond func() bool, d time.Duration, what string) {
 			c.Update()
 		}
 		return cond()
-	}, d)
+	}
+	// The connections' own deadlines are not simulator events: advance
+	// in slices of 50 ms so that they are served within that much.
+	ok := false
+	for elapsed := time.Duration(0); !ok && elapsed < d; elapsed += 50 * time.Millisecond {
+		ok = p.net.RunUntil(step, 50*time.Millisecond)
+	}
 	if !ok {
 		p.t.Fatalf("%s: not done after %v (virtual): client %+v server %+v", what, d, p.client.Info(), p.server.Info())
 	}
@@ -316,6 +322,85 @@ func flipFastcloseKey(seg []byte) {
 		}
 		if opts[i] == 30 && n == 12 && opts[i+2]>>4 == 7 {
 			opts[i+11] ^= 0xff
+		}
+		i += n
+	}
+}
+
+// TestSimDataAckStall has the path freeze the server's Data ACK while the
+// subflow keeps acknowledging: the client must give up after
+// DataAckTimeout with MP_TCPRST "too much outstanding data" (RFC 8684
+// §3.6), not hold its data forever.
+func TestSimDataAckStall(t *testing.T) {
+	var frozen []byte
+	var rstReason = -1
+	tap := func(pk *simnet.Packet) bool {
+		forEachMPTCP(pk.Bytes, func(opt []byte) {
+			switch {
+			case pk.Src == simB && opt[2]>>4 == 2 && opt[3]&0x01 != 0 && len(opt) >= 8:
+				// DSS with a Data ACK from the server: freeze its value.
+				n := 4
+				if opt[3]&0x02 != 0 {
+					n = 8
+				}
+				if frozen == nil {
+					frozen = append([]byte{}, opt[4:4+n]...)
+				}
+				copy(opt[4:4+n], frozen)
+			case pk.Src == simA && opt[2]>>4 == 8 && len(opt) == 4:
+				rstReason = int(opt[3])
+			}
+		})
+		return true
+	}
+	p := newSimPairTap(t, simnet.LinkConfig{Delay: 5 * time.Millisecond, Rate: 10e6}, tap)
+	p.client.cfg.DataAckTimeout = 3 * time.Second
+	data := make([]byte, 256<<10)
+	if n, _ := p.client.Write(data); n != len(data) {
+		t.Fatalf("wrote %d", n)
+	}
+	start := p.net.Clock.NowMonotonic()
+	p.run(func() bool {
+		buf := make([]byte, 64<<10)
+		for p.server.Readable() > 0 {
+			p.server.Read(buf)
+		}
+		return p.client.Err() != nil
+	}, time.Minute, "reset")
+	took := p.net.Clock.NowMonotonic().Sub(start)
+	if !errors.Is(p.client.Err(), ErrDataAckTimeout) {
+		t.Fatalf("client error %v, want ErrDataAckTimeout", p.client.Err())
+	}
+	if took < 3*time.Second || took > 10*time.Second {
+		t.Errorf("gave up after %v (virtual), want about 3 s", took)
+	}
+	if rstReason != 4 {
+		t.Errorf("MP_TCPRST reason %d on the client's RST, want 4", rstReason)
+	}
+}
+
+// forEachMPTCP calls fn with every MPTCP option of a TCP segment (a view
+// into seg: fn may modify it).
+func forEachMPTCP(seg []byte, fn func(opt []byte)) {
+	hl := int(seg[12]>>4) * 4
+	if hl < 20 || hl > len(seg) {
+		return
+	}
+	opts := seg[20:hl]
+	for i := 0; i < len(opts); {
+		if opts[i] == 0 {
+			return
+		}
+		if opts[i] == 1 {
+			i++
+			continue
+		}
+		if i+1 >= len(opts) || opts[i+1] < 2 || i+int(opts[i+1]) > len(opts) {
+			return
+		}
+		n := int(opts[i+1])
+		if opts[i] == 30 && n >= 4 {
+			fn(opts[i : i+n])
 		}
 		i += n
 	}

@@ -282,6 +282,7 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 		if syn && ack {
 			if p.hasMPC && p.mpc.Form == options.CapableSYNACK && usableCapable(&p.mpc) {
 				c.setRemoteKey(p.mpc.SenderKey)
+				c.peerNoNewToSource = p.mpc.Flags&options.CapableFlagNoNewSubflowsToSource != 0
 				if p.mpc.Flags&options.CapableFlagChecksum != 0 {
 					c.checksums = true
 					s.rxmap = dsnmap.NewRxMap(c.rxMapLimit(), true)
