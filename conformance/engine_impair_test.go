@@ -62,7 +62,7 @@ func newImpairedEngineTUN(t *testing.T, mtu int, egress, ingress impair.Config, 
 	g.below = newSegTap(g.ep)
 	g.imp = impair.New(g.below, egress, ingress, seed)
 	g.above = newSegTap(g.imp)
-	eng, err := stack.NewEngine(stack.Options{})
+	eng, err := stack.NewEngine(stack.Options{MPTCP: stack.MPTCPConfig{Disabled: true}}) // our TCP alone
 	if err != nil {
 		g.imp.Close()
 		t.Fatal(err)

@@ -68,6 +68,14 @@ type engineTUN struct {
 
 func newEngineTUN(t *testing.T, mtu int) *engineTUN {
 	t.Helper()
+	// These tests are about the engine's TCP: MPTCP stays off, and the
+	// kernel listens with plain TCP (Go listens with MPTCP by default).
+	return newEngineTUNWith(t, mtu, stack.Options{MPTCP: stack.MPTCPConfig{Disabled: true}})
+}
+
+// newEngineTUNWith is newEngineTUN with the engine's options.
+func newEngineTUNWith(t *testing.T, mtu int, opts stack.Options) *engineTUN {
+	t.Helper()
 	netns.Require(t)
 	netns.RequireTools(t, "tc", "nstat")
 	g := &engineTUN{ns: netns.New(t, engineNSPrefix), ifc: "mpts0"}
@@ -77,7 +85,7 @@ func newEngineTUN(t *testing.T, mtu int) *engineTUN {
 	}); err != nil {
 		t.Fatalf("creating TUN in %s: %v", g.ns.Name, err)
 	}
-	eng, err := stack.NewEngine(stack.Options{})
+	eng, err := stack.NewEngine(opts)
 	if err != nil {
 		g.ep.Close()
 		t.Fatal(err)
@@ -109,7 +117,9 @@ func (g *engineTUN) kernelListen(t *testing.T, addr netip.Addr) net.Listener {
 	t.Helper()
 	var ln net.Listener
 	if err := g.ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(false)
+		ln, err = lc.Listen(context.Background(), "tcp", netip.AddrPortFrom(addr, 0).String())
 		return err
 	}); err != nil {
 		t.Fatal(err)

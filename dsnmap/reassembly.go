@@ -11,14 +11,30 @@ import (
 // DATA_FIN at a different place (a protocol violation).
 var ErrDataAfterFIN = errors.New("dsnmap: data beyond DATA_FIN")
 
+// ErrBeyondWindow: data placed further beyond the advertised window than
+// any rounding of it explains: the peer ignores the window.
+var ErrBeyondWindow = errors.New("dsnmap: data far beyond the receive window")
+
+// minSlack is the least overshoot of the window a Reassembler tolerates.
+const minSlack = 64 << 10
+
 // Reassembler is the connection-level receive buffer (RFC 8684 §3.3.4):
 // it takes pieces from every subflow, in any order, and yields the byte
 // stream in data-sequence order. Its capacity is the connection's receive
 // buffer; the receive window it advertises is relative to the next expected
 // DSN, which is also the cumulative Data ACK.
 //
-// Pieces are copied in. Duplicate and overlapping bytes are dropped; bytes
-// beyond the window are refused and counted. Not safe for concurrent use.
+// Pieces are copied in. Duplicate and overlapping bytes are dropped.
+//
+// Bytes beyond the window are accepted up to a slack (a quarter of the
+// limit, at least 64 KiB) and counted as overshoot: subflows hand over
+// payload they have already acknowledged, and the edge they advertised is
+// the window rounded up to their window scale (RFC 7323 §2.3) and never
+// shrunk (RFC 9293 §3.8.6.2.2), so a little overshoot is legitimate and
+// refusing it would lose data for good. Beyond the slack, bytes are refused
+// and Insert fails with ErrBeyondWindow, which the connection must treat as
+// a protocol violation (reset), never as a silent drop. Not safe for
+// concurrent use.
 type Reassembler struct {
 	next  DSN // next DSN expected: the Data ACK
 	limit int // bytes buffered at most (ready + out of order)
@@ -41,7 +57,8 @@ type ReassemblyStats struct {
 	InOrder    uint64 // bytes that extended the in-order stream directly
 	OutOfOrder uint64 // bytes queued out of order
 	Duplicate  uint64 // bytes already received, dropped
-	Refused    uint64 // bytes beyond the window, dropped
+	Overshoot  uint64 // bytes accepted beyond the window, within the slack
+	Refused    uint64 // bytes beyond the window and its slack, dropped
 }
 
 type oooSeg struct {
@@ -114,15 +131,26 @@ func (r *Reassembler) Insert(p Piece) (int, error) {
 		r.stats.Duplicate += skip
 		data, dsn = data[skip:], r.next
 	}
-	// Trim what lies beyond the window.
-	right := r.next.Add(uint64(r.Window()))
+	// Count what lies beyond the window; refuse what lies beyond the
+	// slack too.
+	var refused error
+	edge := r.next.Add(uint64(r.Window()))
+	right := edge.Add(uint64(max(r.limit/4, minSlack)))
 	if !dsn.LessThan(right) {
 		r.stats.Refused += uint64(len(data))
-		return 0, nil
+		return 0, ErrBeyondWindow
 	}
 	if room := dsn.Size(right); uint64(len(data)) > room {
 		r.stats.Refused += uint64(len(data)) - room
 		data = data[:room]
+		refused = ErrBeyondWindow
+	}
+	if end := dsn.Add(uint64(len(data))); edge.LessThan(end) {
+		from := dsn
+		if from.LessThan(edge) {
+			from = edge
+		}
+		r.stats.Overshoot += from.Size(end)
 	}
 	var n int
 	if dsn == r.next && len(r.ooo) == 0 {
@@ -139,7 +167,7 @@ func (r *Reassembler) Insert(p Piece) (int, error) {
 		r.stats.OutOfOrder += uint64(n)
 	}
 	r.advanceFIN()
-	return n, nil
+	return n, refused
 }
 
 // SetFIN records that the peer's DATA_FIN occupies dsn.

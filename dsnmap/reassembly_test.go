@@ -2,6 +2,7 @@ package dsnmap
 
 import (
 	"bytes"
+	"errors"
 	"math/rand"
 	"testing"
 )
@@ -50,24 +51,35 @@ func TestReassemblerShuffledDuplicatedPieces(t *testing.T) {
 
 func TestReassemblerWindow(t *testing.T) {
 	r := NewReassembler(100, 10)
-	// Beyond the right edge: refused.
-	if n, _ := r.Insert(Piece{DSN: 110, Data: []byte("x")}); n != 0 || r.Stats().Refused != 1 {
-		t.Fatalf("byte at the right edge accepted (n=%d)", n)
+	// Just beyond the right edge: accepted as overshoot (a subflow may
+	// have advertised the window rounded up), never dropped.
+	if n, err := r.Insert(Piece{DSN: 110, Data: []byte("x")}); n != 1 || err != nil || r.Stats().Overshoot != 1 {
+		t.Fatalf("byte at the right edge: n=%d err=%v stats %+v", n, err, r.Stats())
 	}
-	// Straddling the edge: trimmed.
-	if n, _ := r.Insert(Piece{DSN: 105, Data: []byte("0123456789")}); n != 5 {
-		t.Fatalf("straddling piece: accepted %d, want 5", n)
+	// Beyond the slack: refused with an error, counted.
+	far := DSN(110 + minSlack)
+	if n, err := r.Insert(Piece{DSN: far, Data: []byte("yz")}); n != 0 || !errors.Is(err, ErrBeyondWindow) || r.Stats().Refused != 2 {
+		t.Fatalf("piece beyond the slack: n=%d err=%v stats %+v", n, err, r.Stats())
 	}
-	if n, _ := r.Insert(Piece{DSN: 100, Data: []byte("abcde")}); n != 5 {
+	// Straddling the slack's edge: the part inside is kept, the error
+	// still reported.
+	if n, err := r.Insert(Piece{DSN: far - 3, Data: []byte("abcdef")}); n != 3 || !errors.Is(err, ErrBeyondWindow) {
+		t.Fatalf("straddling piece: n=%d err=%v", n, err)
+	}
+	if n, _ := r.Insert(Piece{DSN: 100, Data: []byte("0123456789")}); n != 10 {
 		t.Fatalf("in-order piece: accepted %d", n)
 	}
-	if r.Window() != 0 || r.Readable() != 10 {
-		t.Fatalf("window %d readable %d, want 0 and 10", r.Window(), r.Readable())
+	if r.Window() != 0 || r.Readable() != 11 {
+		t.Fatalf("window %d readable %d, want 0 and 11", r.Window(), r.Readable())
 	}
 	buf := make([]byte, 4)
 	r.Read(buf)
-	if r.Window() != 4 {
-		t.Fatalf("window after reading 4: %d", r.Window())
+	if r.Window() != 3 {
+		t.Fatalf("window after reading 4 of 11 with limit 10: %d", r.Window())
+	}
+	r.Read(buf)
+	if r.Window() != 7 {
+		t.Fatalf("window after reading 8 of 11: %d", r.Window())
 	}
 }
 
@@ -96,8 +108,8 @@ func TestReassemblerDataFIN(t *testing.T) {
 }
 
 // FuzzReassembler inserts arbitrary pieces of a known stream and checks that
-// what comes out is always a prefix of it, and never more than the limit is
-// buffered.
+// what comes out is always a prefix of it, and never more than the limit
+// and its slack is buffered.
 func FuzzReassembler(f *testing.F) {
 	f.Add([]byte{0, 10, 5, 5, 20, 3}, uint16(64))
 	f.Add([]byte{3, 4, 0, 3, 7, 9, 1, 1}, uint16(5))
@@ -116,11 +128,11 @@ func FuzzReassembler(f *testing.F) {
 			if off+n > len(stream) {
 				n = len(stream) - off
 			}
-			if _, err := r.Insert(Piece{DSN: start.Add(uint64(off)), Data: stream[off : off+n]}); err != nil {
+			if _, err := r.Insert(Piece{DSN: start.Add(uint64(off)), Data: stream[off : off+n]}); err != nil && !errors.Is(err, ErrBeyondWindow) {
 				t.Fatal(err)
 			}
-			if r.Readable()+r.OutOfOrder() > int(limit) {
-				t.Fatalf("buffered %d > limit %d", r.Readable()+r.OutOfOrder(), limit)
+			if bound := int(limit) + max(int(limit)/4, minSlack); r.Readable()+r.OutOfOrder() > bound {
+				t.Fatalf("buffered %d > limit %d + slack", r.Readable()+r.OutOfOrder(), limit)
 			}
 			k := r.Read(buf)
 			out = append(out, buf[:k]...)

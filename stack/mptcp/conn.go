@@ -762,6 +762,9 @@ type Info struct {
 	DataFINAcked              bool
 	DataFINReceived           bool
 	Stats                     Stats
+	// Reassembly counts what the connection-level receive buffer did with
+	// the bytes the subflows handed over.
+	Reassembly dsnmap.ReassemblyStats
 }
 
 // Info returns a snapshot of the connection's state.
@@ -779,6 +782,7 @@ func (c *Conn) Info() Info {
 	if c.rx != nil {
 		in.RcvNxt, in.RcvReadable, in.RcvOutOfOrder = uint64(c.rx.Next()), c.rx.Readable(), c.rx.OutOfOrder()
 		in.DataFINReceived = c.rx.FINReceived()
+		in.Reassembly = c.rx.Stats()
 	}
 	return in
 }
