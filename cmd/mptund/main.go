@@ -8,6 +8,8 @@
 //
 // Commands:
 //
+//	connect [flags] ADDR:PORT    connect through the engine on a new TUN, netcat style
+//	listen [flags] [ADDR:]PORT   accept a connection through the engine, netcat style
 //	pcap inspect FILE [--json]   check the MPTCP conversations in a capture
 //
 // Exit status: 0 on success, 1 when a command ran but found failures (for
@@ -40,8 +42,10 @@ type command struct {
 }
 
 // commands lists the subcommands in help order. Later subcommands
-// (connect, listen, client, server, status) are added here.
+// (client, server, status) are added here.
 var commands = []*command{
+	connectCommand,
+	listenCommand,
 	pcapCommand,
 }
 
