@@ -9,6 +9,7 @@ import (
 
 	"github.com/mptund/mptund/stack/mptcp"
 	"github.com/mptund/mptund/stack/tcp"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/ports"
@@ -52,12 +53,14 @@ type Conn struct {
 	peerNoMPTCP bool
 	route       *stack.Route // nil once torn down
 	seg         tcp.Segment  // scratch for incoming segments
+	segView     buffer.View  // descriptor of seg's payload view, see setPayloadView
 	// pending accumulates the events Notify reports during a call into
 	// ep; flushLocked acts on them after the call returned.
 	pending    tcp.Events
 	timer      tcpip.Timer
 	timerAt    tcpip.MonotonicTime
 	timerArmed bool
+	ackQueued  bool // in an ackBatch, waiting for the end of the batch
 	readers    waitList
 	writers    waitList
 	// writeWant is what a blocked writer still has to queue: writers are
@@ -312,8 +315,9 @@ func (ce *connEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stack.Pa
 		return
 	}
 	c.eng.tcpStats.ValidSegmentsReceived.Increment()
-	c.ep.HandleSegment(&c.seg)
-	c.seg.Payload = nil
+	setPayloadView(pkt, &c.seg, &c.segView)
+	c.handleSegmentLocked(pkt.NICID)
+	c.seg.Payload, c.seg.PayloadView = nil, nil
 	c.updateMPTCP()
 	c.flushLocked()
 }

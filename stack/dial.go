@@ -113,6 +113,7 @@ func (e *Engine) DialTCP(ctx context.Context, network string, laddr, raddr *net.
 		return nil, fail(err)
 	}
 	c.ep = ep
+	ep.SetGSOMaxSize(gsoMaxPayload(r)) // TSO when the link segments
 	c.bindMPTCP()
 	e.tcpStats.ActiveConnectionOpenings.Increment()
 	if err := ep.Connect(); err != nil {

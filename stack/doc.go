@@ -22,6 +22,28 @@
 //     segments are written through a route cached per connection; one
 //     clock.AfterFunc timer per connection serves tcp.Endpoint's deadlines.
 //
+// # Fast path
+//
+// The data path avoids per-byte and per-packet work where the link allows
+// (packet.go, ackbatch.go); each piece falls back to the plain path on
+// links without the capability, such as simulated or impaired ones:
+//
+//   - Payload is never copied on the way out: a packet's payload is a
+//     reference to the send buffer's bytes (tcp.OutSegment.ClonePayload).
+//   - On a link with segmentation offload (stack.HostGSOSupported, as
+//     tun.Endpoint on a Linux TUN) connections send TSO super-segments of
+//     up to 64 KiB (tcp.Endpoint.SetGSOMaxSize) as packets with stack.GSO
+//     options: the link cuts them into MSS-sized segments with the same
+//     header and options and completes their checksums; the engine leaves
+//     the pseudo-header sum in the checksum field (CHECKSUM_PARTIAL).
+//   - On the way in, in-order payload is kept by reference to the packet's
+//     own view (tcp.Segment.PayloadView), so that Read copies each byte
+//     once.
+//   - On a link that reports the end of each receive batch
+//     (OnReceiveBatchEnd, as tun.Endpoint does), the every-second-segment
+//     ACK is deferred to the end of the batch (tcp.Endpoint.SetAckDeferral):
+//     a receiver that falls behind acknowledges once per batch.
+//
 // Time comes from the injected tcpip.Clock (Options.Clock), so an Engine
 // on gVisor's faketime.ManualClock and simulated links is deterministic.
 //

@@ -23,8 +23,12 @@ const (
 	// states, TIME-WAIT included).
 	DefaultMaxConnections = 1 << 16
 	// DefaultQueueLen is the length of each NIC's FIFO queueing
-	// discipline, which batches writes so the link can coalesce them.
-	DefaultQueueLen = 1000
+	// discipline, which batches writes so the link can coalesce them. It
+	// holds a whole grown send buffer (tcp.DefaultMaxSendBuffer) of
+	// MSS-sized packets: the sender does not pace, so on a link without
+	// segmentation offload it may burst its window into the queue, and a
+	// shorter queue would drop the tail of every such burst.
+	DefaultQueueLen = 4096
 )
 
 // Options configures an Engine. The zero value is usable.
@@ -86,7 +90,10 @@ type Engine struct {
 	stats    statCounters
 
 	nconns atomic.Int64 // registered connections, for MaxConnections
-	tokens *mptcp.Tokens
+	// ackBatches: per NIC whose link reports receive-batch ends, the
+	// connections with an ACK deferred to the end of the batch.
+	ackBatches ackBatches
+	tokens     *mptcp.Tokens
 
 	mu      sync.Mutex // guards nextNIC, nics, closed
 	nextNIC tcpip.NICID
@@ -184,6 +191,7 @@ func (e *Engine) AddNIC(ep stack.LinkEndpoint, addrs ...netip.Prefix) (tcpip.NIC
 	if err := e.s.CreateNICWithOptions(id, ep, nicOpts); err != nil {
 		return 0, fmt.Errorf("stack: creating NIC %d: %s", id, err)
 	}
+	e.ackBatches.attach(id, ep)
 	var has4, has6 bool
 	for _, p := range addrs {
 		if !p.IsValid() {
@@ -239,6 +247,7 @@ func (e *Engine) Close() error {
 	// closing it, which never returns for an endpoint blocked reading a
 	// device (tun.Endpoint).
 	for id, ep := range nics {
+		e.ackBatches.detach(id, ep)
 		e.s.RemoveNIC(id)
 		ep.Wait()
 	}

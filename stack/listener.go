@@ -352,6 +352,7 @@ func (le *listenerEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stac
 	// The advertised MSS came from the largest NIC; never send more than
 	// this route carries.
 	tep.HandlePacketTooBig(int(r.MTU()) - header.TCPMinimumSize)
+	tep.SetGSOMaxSize(gsoMaxPayload(r)) // TSO when the link segments
 	c.flushLocked()
 }
 

@@ -22,6 +22,8 @@ import (
 var (
 	benchBytes = flag.Int64("tun.bytes", 1<<30, "bytes per direction in BenchmarkTUNThroughput")
 	benchMTU   = flag.Int("tun.mtu", 1500, "MTU of the links in BenchmarkTUNThroughput")
+	benchOnly  = flag.String("tun.stacks", "", "comma-separated substrings: measure only the stacks whose name contains one (for profiling)")
+	benchDir   = flag.String("tun.dir", "", `"in" or "out": measure only that direction (for profiling)`)
 )
 
 // connector opens one TCP connection across a topology in the given
@@ -36,28 +38,41 @@ type stackUnderTest struct {
 	setup func(tb testing.TB, mtu int) connector
 }
 
-// stacksUnderTest are measured in this order; baselineName is what the
-// others are compared with.
-//
-// HOOK for the engine: add its TCP here as a third entry, for example
-//
-//	{name: "engine-tcp/tun", setup: setupEngineTUN},
-//
-// where setupEngineTUN builds an engine stack on an Endpoint exactly as
-// setupGVisorTUN does with gVisor's TCP (newGVisorTUN shows the kernel side),
-// and returns a connector whose inbound direction has the kernel send to the
-// engine and whose outbound direction has the engine send to the kernel.
+// stacksUnderTest are measured in this order. Every stack is compared with
+// two references: targetName, gVisor's TCP on the same TUN glue (what the
+// engine has to match), and baselineName, the kernel's TCP over a veth pair.
 var stacksUnderTest = []stackUnderTest{
-	{name: "gvisor-tcp/tun", setup: setupGVisorTUN},
+	{name: targetName, setup: setupGVisorTUN},
+	{name: "engine-tcp/tun", setup: setupEngineTUN},
+	{name: "engine-mptcp/tun", setup: setupEngineMPTCPTUN},
 	{name: baselineName, setup: setupKernelVeth},
 }
 
-const baselineName = "kernel-tcp/veth"
+const (
+	targetName   = "gvisor-tcp/tun"
+	baselineName = "kernel-tcp/veth"
+)
 
 // setupGVisorTUN: gVisor's TCP on a gVisor stack whose NIC is an Endpoint,
 // the kernel on the other side of the TUN.
 func setupGVisorTUN(tb testing.TB, mtu int) connector {
 	g := newGVisorTUN(tb, tunSetup{mtu: mtu})
+	return func(dir direction) (net.Conn, net.Conn, error) { return g.pair(dir, false) }
+}
+
+// setupEngineTUN: the engine (package stack, our TCP as protocol 6) on an
+// Endpoint, the kernel on the other side of the TUN, plain TCP. Inbound, the
+// kernel dials an engine listener; outbound, the engine dials a kernel
+// listener.
+func setupEngineTUN(tb testing.TB, mtu int) connector {
+	g := newEngineTUN(tb, tunSetup{mtu: mtu}, false)
+	return func(dir direction) (net.Conn, net.Conn, error) { return g.pair(dir, false) }
+}
+
+// setupEngineMPTCPTUN: as setupEngineTUN, with MPTCP (RFC 8684, one
+// subflow) between the engine and the kernel.
+func setupEngineMPTCPTUN(tb testing.TB, mtu int) connector {
+	g := newEngineTUN(tb, tunSetup{mtu: mtu}, true)
 	return func(dir direction) (net.Conn, net.Conn, error) { return g.pair(dir, false) }
 }
 
@@ -178,7 +193,8 @@ func (m measurement) procPerGB() float64 { return m.proc.Seconds() / (float64(m.
 
 // BenchmarkTUNThroughput measures single-flow bulk throughput in both
 // directions for every entry of stacksUnderTest, with the CPU it costs,
-// and compares each with the kernel-over-veth baseline. Run it as
+// and compares each with gVisor's TCP on the same TUN glue and with the
+// kernel over veth. Run it as
 //
 //	go test -run '^$' -bench BenchmarkTUNThroughput -benchtime 1x ./tun/
 //
@@ -186,6 +202,8 @@ func (m measurement) procPerGB() float64 { return m.proc.Seconds() / (float64(m.
 // busy time from /proc/stat, so kernel and userspace work (softirqs
 // included) are counted wherever they run, and so is anything else the
 // machine does meanwhile: the idle-time background rate is printed too.
+// With -benchtime Nx every stack and direction is measured N times, in
+// rounds, and the figures are totals over the rounds.
 func BenchmarkTUNThroughput(b *testing.B) {
 	netns.Require(b)
 	netns.RequireTools(b, "tc")
@@ -200,58 +218,119 @@ func BenchmarkTUNThroughput(b *testing.B) {
 	bg1, _ := sampleCPU()
 	background := (bg1.busy - bg0.busy).Seconds() / bg1.at.Sub(bg0.at).Seconds()
 
-	var results []measurement
+	// Every topology is built first; then each round measures every
+	// stack and direction once, so that a burst of background load is
+	// spread over all of them rather than charged to one.
+	type run struct {
+		sut     stackUnderTest
+		connect connector
+		dir     direction
+		m       measurement
+	}
+	var runs []*run
 	for _, sut := range stacksUnderTest {
+		if !selected(sut.name) {
+			continue
+		}
 		connect := sut.setup(b, mtu)
 		for _, dir := range []direction{inbound, outbound} {
-			m := measurement{stack: sut.name, dir: dir}
-			for range b.N {
-				w, r, err := connect(dir)
-				if err != nil {
-					b.Fatalf("%s %v: %v", sut.name, dir, err)
-				}
-				c0, err := sampleCPU()
-				if err != nil {
-					b.Fatal(err)
-				}
-				res, err := transfer(w, r, n, false, 5*time.Minute)
-				if err != nil {
-					b.Fatalf("%s %v: %v", sut.name, dir, err)
-				}
-				c1, _ := sampleCPU()
-				m.bytes += res.bytes
-				m.elapsed += res.elapsed
-				m.busy += c1.busy - c0.busy
-				m.proc += c1.proc - c0.proc
+			if *benchDir != "" && *benchDir != dirKey(dir) {
+				continue
 			}
-			results = append(results, m)
+			runs = append(runs, &run{sut: sut, connect: connect, dir: dir, m: measurement{stack: sut.name, dir: dir}})
 		}
+	}
+	for range b.N {
+		for _, r := range runs {
+			w, rd, err := r.connect(r.dir)
+			if err != nil {
+				b.Fatalf("%s %v: %v", r.sut.name, r.dir, err)
+			}
+			c0, err := sampleCPU()
+			if err != nil {
+				b.Fatal(err)
+			}
+			res, err := transfer(w, rd, n, false, 5*time.Minute)
+			if err != nil {
+				b.Fatalf("%s %v: %v", r.sut.name, r.dir, err)
+			}
+			c1, _ := sampleCPU()
+			r.m.bytes += res.bytes
+			r.m.elapsed += res.elapsed
+			r.m.busy += c1.busy - c0.busy
+			r.m.proc += c1.proc - c0.proc
+		}
+	}
+	var results []measurement
+	for _, r := range runs {
+		results = append(results, r.m)
 	}
 
-	base := map[direction]measurement{}
-	for _, m := range results {
-		if m.stack == baselineName {
-			base[m.dir] = m
+	ref := func(name string) map[direction]measurement {
+		m := map[direction]measurement{}
+		for _, r := range results {
+			if r.stack == name {
+				m[r.dir] = r
+			}
 		}
+		return m
 	}
+	target, base := ref(targetName), ref(baselineName)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "\nstack\tdirection\tMB/s\tcpu-s/GB\tproc-cpu-s/GB\tMB/s ratio\tcpu/GB ratio\t\n")
+	fmt.Fprintf(tw, "\nstack\tdirection\tMB/s\tcpu-s/GB\tproc-cpu-s/GB\tMB/s vs gvisor\tcpu/GB vs gvisor\tMB/s vs kernel\tcpu/GB vs kernel\t\n")
 	for _, m := range results {
-		bm := base[m.dir]
-		rateRatio := m.mbps() / bm.mbps()
-		cpuRatio := m.cpuPerGB() / bm.cpuPerGB()
-		fmt.Fprintf(tw, "%s\t%v\t%.0f\t%.2f\t%.2f\t%.2f\t%.2f\t\n", m.stack, m.dir, m.mbps(), m.cpuPerGB(), m.procPerGB(), rateRatio, cpuRatio)
-		key := m.stack + ":" + map[direction]string{inbound: "in", outbound: "out"}[m.dir]
+		tm, hasT := target[m.dir]
+		bm, hasB := base[m.dir]
+		rateT, cpuT := m.mbps()/tm.mbps(), m.cpuPerGB()/tm.cpuPerGB()
+		rateB, cpuB := m.mbps()/bm.mbps(), m.cpuPerGB()/bm.cpuPerGB()
+		fmt.Fprintf(tw, "%s\t%v\t%.0f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t\n",
+			m.stack, m.dir, m.mbps(), m.cpuPerGB(), m.procPerGB(),
+			ratio(rateT, hasT), ratio(cpuT, hasT), ratio(rateB, hasB), ratio(cpuB, hasB))
+		key := m.stack + ":" + dirKey(m.dir)
 		b.ReportMetric(m.mbps(), key+"-MB/s")
 		b.ReportMetric(m.cpuPerGB(), key+"-cpu-s/GB")
-		if m.stack != baselineName {
-			b.ReportMetric(rateRatio, key+"-MB/s-ratio")
-			b.ReportMetric(cpuRatio, key+"-cpu/GB-ratio")
+		if hasT && m.stack != targetName {
+			b.ReportMetric(rateT, key+"-MB/s-vs-gvisor")
+			b.ReportMetric(cpuT, key+"-cpu/GB-vs-gvisor")
+		}
+		if hasB && m.stack != baselineName {
+			b.ReportMetric(rateB, key+"-MB/s-vs-kernel")
+			b.ReportMetric(cpuB, key+"-cpu/GB-vs-kernel")
 		}
 	}
 	tw.Flush()
 	fmt.Printf("%d MiB per direction, MTU %d, %d CPUs; background load before the run: %.2f CPUs busy.\n"+
-		"in = kernel sends to the stack under test, out = the stack under test sends; ratios are against %s.\n",
-		n>>20, mtu, runtime.NumCPU(), background, baselineName)
+		"in = kernel sends to the stack under test, out = the stack under test sends;\n"+
+		"ratios are against %s (same TUN glue) and %s.\n",
+		n>>20, mtu, runtime.NumCPU(), background, targetName, baselineName)
 	b.ReportMetric(0, "ns/op") // suppressed: the figures above are what counts
+}
+
+// selected reports whether -tun.stacks selects the stack named name.
+func selected(name string) bool {
+	if *benchOnly == "" {
+		return true
+	}
+	for _, f := range strings.Split(*benchOnly, ",") {
+		if f != "" && strings.Contains(name, f) {
+			return true
+		}
+	}
+	return false
+}
+
+// ratio formats a ratio, or "-" when its reference was not measured.
+func ratio(r float64, ok bool) string {
+	if !ok {
+		return "-"
+	}
+	return fmt.Sprintf("%.2f", r)
+}
+
+// dirKey is the short name of a direction in metrics and -tun.dir.
+func dirKey(d direction) string {
+	if d == inbound {
+		return "in"
+	}
+	return "out"
 }

@@ -42,20 +42,44 @@ var (
 //
 // verifyPacket never panics and does not allocate.
 func verifyPacket(b []byte) (tcpip.NetworkProtocolNumber, error) {
+	ip, err := parseIP(b)
+	if err != nil {
+		return ip.proto, err
+	}
+	return ip.proto, ip.verifyTransport(b)
+}
+
+// ipInfo locates the transport segment of a packet checked by parseIP.
+type ipInfo struct {
+	proto   tcpip.NetworkProtocolNumber
+	l4Proto uint8
+	l4Off   int // offset of the transport header
+	end     int // end of the IP packet (its length field), <= len(b)
+	v6      bool
+}
+
+// parseIP checks the IP layer of b as verifyPacket does (version, lengths,
+// the IPv4 header checksum, IPv6 extension headers) and locates the
+// transport segment. It returns ErrUnverifiable for fragments and IPv6
+// packets with a routing header, ErrMalformed or ErrBadChecksum for packets
+// to drop. proto is set whenever the version nibble is known.
+func parseIP(b []byte) (ipInfo, error) {
 	if len(b) == 0 {
-		return 0, ErrMalformed
+		return ipInfo{}, ErrMalformed
 	}
 	switch b[0] >> 4 {
 	case 4:
-		return header.IPv4ProtocolNumber, verifyIPv4(b)
+		ip := ipInfo{proto: header.IPv4ProtocolNumber}
+		return ip, parseIPv4(b, &ip)
 	case 6:
-		return header.IPv6ProtocolNumber, verifyIPv6(b)
+		ip := ipInfo{proto: header.IPv6ProtocolNumber, v6: true}
+		return ip, parseIPv6(b, &ip)
 	default:
-		return 0, ErrMalformed
+		return ipInfo{}, ErrMalformed
 	}
 }
 
-func verifyIPv4(b []byte) error {
+func parseIPv4(b []byte, ip *ipInfo) error {
 	if len(b) < header.IPv4MinimumSize {
 		return ErrMalformed
 	}
@@ -71,13 +95,11 @@ func verifyIPv4(b []byte) error {
 	if binary.BigEndian.Uint16(b[6:])&0x3fff != 0 {
 		return ErrUnverifiable
 	}
-	proto := b[9]
-	seg := b[ihl:total]
-	// Source and destination addresses are adjacent (bytes 12-19).
-	return verifyTransport(proto, b[12:20], seg, false)
+	ip.l4Proto, ip.l4Off, ip.end = b[9], ihl, total
+	return nil
 }
 
-func verifyIPv6(b []byte) error {
+func parseIPv6(b []byte, ip *ipInfo) error {
 	if len(b) < header.IPv6MinimumSize {
 		return ErrMalformed
 	}
@@ -103,10 +125,22 @@ func verifyIPv6(b []byte) error {
 			// the pseudo-header holds the final destination, not ours.
 			return ErrUnverifiable
 		default:
-			// Addresses: bytes 8-39.
-			return verifyTransport(nh, b[8:40], b[off:end], true)
+			ip.l4Proto, ip.l4Off, ip.end = nh, off, end
+			return nil
 		}
 	}
+}
+
+// verifyTransport checks the TCP or UDP checksum of the packet b that
+// parseIP described.
+func (ip *ipInfo) verifyTransport(b []byte) error {
+	// Source and destination addresses are adjacent: IPv4 bytes 12-19,
+	// IPv6 bytes 8-39.
+	addrs := b[12:20]
+	if ip.v6 {
+		addrs = b[8:40]
+	}
+	return verifyTransport(ip.l4Proto, addrs, b[ip.l4Off:ip.end], ip.v6)
 }
 
 // verifyTransport checks the TCP or UDP checksum of seg; addrs is the

@@ -96,6 +96,7 @@ type Option func(*config)
 
 type config struct {
 	gro     bool
+	gso     bool
 	onEvent func(Event)
 }
 
@@ -111,9 +112,18 @@ func WithEventHandler(fn func(Event)) Option {
 
 // WithGRO turns receive coalescing and the endpoint's own checksum
 // verification on (the default) or off. With it off the Endpoint declares no
-// checksum offload and the stack verifies every checksum itself.
+// checksum offload and the stack verifies every checksum itself; every
+// packet it delivers is one wire packet (and WithGSO has no effect).
 func WithGRO(on bool) Option {
 	return func(c *config) { c.gro = on }
+}
+
+// WithGSO turns the segmentation offloads of a Linux TUN on (the default)
+// or off; see "Segmentation offload" in Endpoint. It needs WithGRO on. Off,
+// or on a device that is not a wireguard/tun Linux TUN with the virtio
+// header, every packet goes through the Device's Read and Write.
+func WithGSO(on bool) Option {
+	return func(c *config) { c.gso = on }
 }
 
 // Endpoint is a stack.LinkEndpoint backed by a wireguard/tun Device.
@@ -153,6 +163,31 @@ func WithGRO(on bool) Option {
 //
 // With GRO off no capability is declared and the stack checks everything.
 //
+// # Segmentation offload
+//
+// On a Linux TUN opened with IFF_VNET_HDR (wireguard/tun's CreateTUN does)
+// and with WithGRO and WithGSO on (the defaults), the Endpoint reads and
+// writes the device itself, one packet and its virtio header per system
+// call, rather than through the Device's Read and Write:
+//
+//   - Receive: a TCP super-packet from the kernel (its TSO or GRO output,
+//     up to 64 KiB) is delivered to the stack whole instead of being split
+//     into MTU-sized packets, checksummed, verified and merged again by GRO;
+//     see classifyOffloaded for what is checked. The kernel's partial
+//     checksums (CHECKSUM_PARTIAL, locally generated packets) are trusted,
+//     as its own loopback does; packets the kernel did not vouch for are
+//     verified as above. The kernel is told not to send UDP super-packets.
+//   - Transmit: the Endpoint implements stack.GSOEndpoint with
+//     stack.HostGSOSupported, so TCP may hand it one packet of up to 64 KiB
+//     with stack.GSO options; it is written with a virtio header asking the
+//     kernel to segment it (VIRTIO_NET_HDR_GSO_TCPV4/6, which the kernel's
+//     own stack receives unsegmented) and to complete its checksum
+//     (NEEDS_CSUM). Packets without GSO options still go through the
+//     Device's Write, which coalesces them.
+//
+// Stats count wire packets: a super-packet counts as the number of
+// segments it stands for (RXPackets, TXPackets) and once in RXGSO/TXGSO.
+//
 // # Concurrency
 //
 // All methods may be called from any goroutine. WritePackets calls are
@@ -176,6 +211,8 @@ type Endpoint struct {
 	started    bool
 	onClose    func()
 
+	batchEnd atomic.Pointer[func()] // see OnReceiveBatchEnd
+
 	closed atomic.Bool
 	done   chan struct{} // closed by Close
 	wg     sync.WaitGroup
@@ -187,10 +224,30 @@ type Endpoint struct {
 	txMu sync.Mutex
 	tx   txState
 
+	// raw is direct access to a Linux TUN for the segmentation offloads,
+	// or nil; fixed at New.
+	raw rawDevice
+
 	stats counters
 }
 
-var _ stack.LinkEndpoint = (*Endpoint)(nil)
+var (
+	_ stack.LinkEndpoint = (*Endpoint)(nil)
+	_ stack.GSOEndpoint  = (*Endpoint)(nil)
+)
+
+// rawDevice reads and writes single packets with their virtio header
+// (see "Segmentation offload" in Endpoint).
+type rawDevice interface {
+	// read reads one packet: its virtio header into hdr (virtioNetHdrLen
+	// bytes) and the packet into buf; it returns the packet's length. If
+	// it has to wait for a packet, it calls idle (when not nil) once
+	// first, on the calling goroutine.
+	read(hdr, buf []byte, idle func()) (int, error)
+	// writev writes one packet, virtio header first, made of the
+	// concatenation of bufs (at most maxIovecs of them).
+	writev(bufs [][]byte) error
+}
 
 // Create opens (or creates) the TUN interface name with the given MTU in the
 // network namespace of the calling thread and returns an Endpoint for it. The
@@ -223,12 +280,15 @@ func New(dev wgtun.Device, mtu int, opts ...Option) (*Endpoint, error) {
 	e := &Endpoint{
 		dev:   dev,
 		name:  name,
-		cfg:   config{gro: true},
+		cfg:   config{gro: true, gso: true},
 		batch: bs,
 		done:  make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(&e.cfg)
+	}
+	if e.cfg.gro && e.cfg.gso {
+		e.raw = openRaw(dev)
 	}
 	e.mtu.Store(uint32(mtu))
 	e.readMTU.Store(uint32(mtu))
@@ -286,6 +346,40 @@ func (e *Endpoint) Capabilities() stack.LinkEndpointCapabilities {
 		return stack.CapabilityRXChecksumOffload
 	}
 	return stack.CapabilityNone
+}
+
+// OnReceiveBatchEnd installs fn (nil removes it) to run on the receive
+// goroutine at the end of every batch of received packets: after the
+// packets of one Device read were delivered, or, with raw device access
+// (see "Segmentation offload"), when the device has no packet ready or
+// maxRxBatch packets were delivered back to back. A stack can use it to
+// send one acknowledgment per batch rather than per packet. fn must not
+// block for long: receiving waits for it.
+func (e *Endpoint) OnReceiveBatchEnd(fn func()) {
+	if fn == nil {
+		e.batchEnd.Store(nil)
+		return
+	}
+	e.batchEnd.Store(&fn)
+}
+
+// SupportedGSO implements stack.GSOEndpoint: stack.HostGSOSupported when
+// the segmentation offloads are in use (see Endpoint), otherwise
+// stack.GSONotSupported.
+func (e *Endpoint) SupportedGSO() stack.SupportedGSO {
+	if e.raw != nil {
+		return stack.HostGSOSupported
+	}
+	return stack.GSONotSupported
+}
+
+// GSOMaxSize implements stack.GSOEndpoint: the largest packet (IP header
+// included) the stack may hand over with GSO options.
+func (e *Endpoint) GSOMaxSize() uint32 {
+	if e.raw != nil {
+		return maxPacket
+	}
+	return 0
 }
 
 // ARPHardwareType implements stack.LinkEndpoint.

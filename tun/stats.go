@@ -5,15 +5,20 @@ import "sync/atomic"
 // Stats are an Endpoint's counters since creation. "RX" is device to stack,
 // "TX" stack to device.
 type Stats struct {
-	// RXPackets and RXBytes count IP packets read from the device (after
-	// wireguard/tun split GSO super-packets) that passed verification and
-	// were handed to GRO.
+	// RXPackets and RXBytes count IP packets read from the device that
+	// passed verification and were handed to GRO or the stack, in wire
+	// packets: a TCP super-packet delivered whole (see "Segmentation
+	// offload" in Endpoint) counts as the number of segments it stands for.
+	// Through the Device's Read, wireguard/tun has split super-packets.
 	RXPackets, RXBytes uint64
 	// RXBatches counts device reads that returned at least one packet.
 	RXBatches uint64
 	// RXDelivered counts packets delivered to the stack after GRO; with
-	// GRO coalescing, RXDelivered < RXPackets.
+	// coalescing (GRO, or super-packets delivered whole),
+	// RXDelivered < RXPackets.
 	RXDelivered uint64
+	// RXGSO counts TCP super-packets delivered whole.
+	RXGSO uint64
 	// RXDrops counts packets read but not delivered, for any reason:
 	// RXBadChecksum, RXMalformed, RXOversize, or no dispatcher attached.
 	RXDrops uint64
@@ -32,11 +37,14 @@ type Stats struct {
 	RXErrors uint64
 
 	// TXPackets and TXBytes count packets handed to the device in calls
-	// that reported success.
+	// that reported success, in wire packets: a GSO super-packet counts as
+	// the number of segments the kernel will cut it into.
 	TXPackets, TXBytes uint64
 	// TXBatches counts successful device writes (each one call with one or
-	// more packets, before wireguard/tun coalesces them).
+	// more packets, before wireguard/tun coalesces them; or one GSO packet).
 	TXBatches uint64
+	// TXGSO counts super-packets written with a GSO request.
+	TXGSO uint64
 	// TXDrops counts packets not written: the endpoint was closed, or the
 	// device write call failed (then its whole batch is counted, as the
 	// device does not say which packets were lost; a down link fails every
@@ -49,8 +57,9 @@ type Stats struct {
 type counters struct {
 	rxPackets, rxBytes, rxBatches, rxDelivered       atomic.Uint64
 	rxDrops, rxBadChecksum, rxMalformed, rxOversize  atomic.Uint64
-	rxUnverified, rxErrors                           atomic.Uint64
+	rxUnverified, rxErrors, rxGSO                    atomic.Uint64
 	txPackets, txBytes, txBatches, txDrops, txErrors atomic.Uint64
+	txGSO                                            atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -59,6 +68,7 @@ func (c *counters) snapshot() Stats {
 		RXBytes:       c.rxBytes.Load(),
 		RXBatches:     c.rxBatches.Load(),
 		RXDelivered:   c.rxDelivered.Load(),
+		RXGSO:         c.rxGSO.Load(),
 		RXDrops:       c.rxDrops.Load(),
 		RXBadChecksum: c.rxBadChecksum.Load(),
 		RXMalformed:   c.rxMalformed.Load(),
@@ -68,6 +78,7 @@ func (c *counters) snapshot() Stats {
 		TXPackets:     c.txPackets.Load(),
 		TXBytes:       c.txBytes.Load(),
 		TXBatches:     c.txBatches.Load(),
+		TXGSO:         c.txGSO.Load(),
 		TXDrops:       c.txDrops.Load(),
 		TXErrors:      c.txErrors.Load(),
 	}

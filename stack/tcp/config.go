@@ -11,6 +11,7 @@ import (
 const (
 	DefaultMSS            = 1460 // IPv4 over Ethernet, no options
 	DefaultSendBuffer     = 1 << 20
+	DefaultMaxSendBuffer  = 4 << 20 // Linux's tcp_wmem[2]
 	DefaultReceiveBuffer  = 128 << 10
 	DefaultMaxReceiveBuf  = 6 << 20
 	DefaultTimeWait       = 60 * time.Second // 2*MSL with MSL = 30 s, as Linux
@@ -64,8 +65,14 @@ type Config struct {
 	// MSS is the largest payload this endpoint can receive, advertised in
 	// the SYN (RFC 9293 §3.7.1): the path MTU minus IP and TCP headers.
 	MSS int
-	// SendBuffer bounds the bytes queued and not yet acknowledged.
+	// SendBuffer bounds the bytes queued and not yet acknowledged, at
+	// first: the bound grows with the congestion window (twice cwnd, as
+	// Linux's tcp_sndbuf_expand) up to MaxSendBuffer, so that a sender is
+	// not held back by its own buffer once the path carries more.
 	SendBuffer int
+	// MaxSendBuffer caps send-buffer growth; equal to SendBuffer to
+	// disable it.
+	MaxSendBuffer int
 	// ReceiveBuffer is the initial receive buffer (and advertised window).
 	ReceiveBuffer int
 	// MaxReceiveBuffer caps receive-buffer auto-tuning; the window scale is
@@ -110,6 +117,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.SendBuffer <= 0 {
 		c.SendBuffer = DefaultSendBuffer
+	}
+	if c.MaxSendBuffer <= 0 {
+		c.MaxSendBuffer = max(DefaultMaxSendBuffer, c.SendBuffer)
+	}
+	if c.MaxSendBuffer < c.SendBuffer {
+		c.MaxSendBuffer = c.SendBuffer
 	}
 	if c.ReceiveBuffer <= 0 {
 		c.ReceiveBuffer = DefaultReceiveBuffer

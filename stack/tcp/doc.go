@@ -8,11 +8,15 @@
 //
 //   - Input: Endpoint.HandleSegment(*Segment) with header fields, options
 //     already parsed by options.ParseTCPOptions (ParseSegment does both from
-//     raw bytes) and a payload view valid during the call.
+//     raw bytes) and a payload view valid during the call; with
+//     Segment.PayloadView in-order data is kept by reference, not copied.
 //   - Output: Config.Output.WriteSegment(*OutSegment): header fields, the
 //     complete option block and the payload as a view of the send buffer,
-//     all valid only during the call (copy or build a packet buffer).
-//     OutSegment.AppendHeader encodes the TCP header (checksum zero).
+//     all valid only during the call (copy or build a packet buffer, or
+//     take a reference with OutSegment.ClonePayload). After SetGSOMaxSize
+//     a segment may be a TSO super-segment (OutSegment.SegmentSize) for
+//     the output to cut at the MSS. OutSegment.AppendHeader encodes the
+//     TCP header (checksum zero).
 //   - Time: NextDeadline reports the earliest timer; call HandleTimers when
 //     it has passed (one clock.AfterFunc per endpoint suffices; EventTimer
 //     says the deadline changed). Nothing uses AfterFunc internally, so
@@ -61,13 +65,23 @@
 //     "newreno" (RFC 5681 + RFC 3465 ABC) and "cubic" (RFC 9438, default).
 //     SubflowStats lets a coupled controller read other subflows.
 //   - Delayed ACKs (every second full segment or Config.DelayedAck, 40 ms;
-//     immediate ACKs for out-of-order data and hole fills), Nagle with
-//     NoDelay, receiver window never shrinks, window updates after reads.
+//     immediate ACKs for out-of-order data and hole fills; a coalesced
+//     segment counts as the full segments it holds), optionally deferred
+//     to the end of a receive batch (SetAckDeferral, FlushAck), Nagle with
+//     NoDelay, receiver window never shrinks, window updates after reads
+//     once the open window fell to half the buffer (as Linux).
 //   - Receive buffer auto-tuning up to MaxReceiveBuffer (dynamic
-//     right-sizing from received bytes per receive-side RTT).
+//     right-sizing from received bytes per receive-side RTT); send buffer
+//     growth to twice cwnd up to MaxSendBuffer (as Linux's
+//     tcp_sndbuf_expand).
+//   - TCP segmentation offload (SetGSOMaxSize): new data leaves in
+//     super-segments of whole segments within cwnd and the peer's window;
+//     plain chunks hold whole segments (ChunkSize) so none ends short.
 //   - Zero-window probes (persist timer with backoff), keepalive.
 //   - RFC 5961: RST and SYN challenge ACKs, ACK validation, rate limit.
 //   - Bounded resources: send buffer, receive buffer (out-of-order data is
-//     stored in place in the receive ring, at most maxOOORanges holes),
-//     SACK scoreboard (maxSACKRanges), SYN queue.
+//     stored in place in the receive ring, at most maxOOORanges holes;
+//     in-order data held by reference stays within the window, maxHeld
+//     views and twice the buffer size of pinned memory), SACK scoreboard
+//     (maxSACKRanges), SYN queue.
 package tcp

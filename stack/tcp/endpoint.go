@@ -53,6 +53,7 @@ type Endpoint struct {
 	finQueued      bool
 	finOff         uint64 // offset of our FIN once queued
 	sndMSS         int    // largest payload (peer's MSS minus fixed options)
+	gsoMax         int    // largest TSO super-segment payload, 0 for none
 	peerMSS        int
 	pathMSS        int // from HandlePacketTooBig; 0 = none
 
@@ -64,7 +65,7 @@ type Endpoint struct {
 	finRcvSeen bool   // FIN seen (maybe out of order) at finRcvOff
 	finRcvOff  uint64
 	lastAckOff uint64 // RCV.NXT carried by the last ACK we sent
-	rcvMSSEst  int    // largest payload received, for the delayed-ACK rule
+	rcvMSSEst  int    // largest segment received (at most cfg.MSS), for the delayed-ACK rule
 
 	// Negotiated options (RFC 7323, RFC 2018).
 	sackOK, tsOK, wsOK bool
@@ -76,7 +77,11 @@ type Endpoint struct {
 	// ACK generation (RFC 9293 §3.8.6.3, RFC 5681 §4.2).
 	ackNow       bool
 	unackedBytes int
-	dack         timer
+	// ackDue is an ACK owed by the every-second-segment rule and held back
+	// while deferAck is set (see SetAckDeferral).
+	ackDue   bool
+	deferAck bool
+	dack     timer
 
 	// RTT and retransmission timer (RFC 6298).
 	srtt, rttvar, rto time.Duration
@@ -153,6 +158,7 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 	e.rto = cfg.InitialRTO
 	e.peerMSS = 536 // RFC 9293 §3.7.1 default until negotiated
 	e.sndMSS = 536
+	e.sb.segmentSize(e.sndMSS)
 	if !cfg.DisableWScale {
 		e.rcvWS = windowScaleFor(cfg.MaxReceiveBuffer)
 	}
@@ -247,16 +253,23 @@ func (e *Endpoint) EnqueueChunk(data []byte, meta any) error {
 // SendBufferFree returns how many bytes Write or EnqueueChunk can take now.
 func (e *Endpoint) SendBufferFree() int { return e.sb.free() }
 
+// ChunkSize returns the chunk size that keeps segments full: the largest
+// multiple of the current send MSS within MaxChunk. Write closes its
+// chunks at this size; an extension that enqueues chunks of this size
+// (EnqueueChunk) gets no short segment at chunk boundaries and, with
+// SetGSOMaxSize, whole TSO super-segments.
+func (e *Endpoint) ChunkSize() int { return e.sb.plainMax }
+
+// SendBufferSize returns the send buffer's current bound (Config.SendBuffer,
+// grown with the congestion window up to Config.MaxSendBuffer).
+func (e *Endpoint) SendBufferSize() int { return e.sb.limit }
+
 // Read copies in-order received bytes into p. It returns (0, nil) at EOF
 // (the peer's FIN was received and everything read), ErrWouldBlock when
 // nothing is available yet, or the connection's error. With a Receiver
 // extension all data goes to Deliver and Read only reports EOF and errors.
 func (e *Endpoint) Read(p []byte) (int, error) {
-	a, b := e.rb.peek(len(p))
-	n := copy(p, a)
-	n += copy(p[n:], b)
-	if n > 0 {
-		e.rb.consume(n)
+	if n := e.rb.read(p); n > 0 {
 		e.info.BytesRead += uint64(n)
 		e.afterRead()
 		e.flushNotify()
@@ -278,18 +291,27 @@ func (e *Endpoint) Read(p []byte) (int, error) {
 func (e *Endpoint) Readable() int { return e.rb.readable() }
 
 // afterRead sends a window update when reading opened the window by enough
-// to matter (receiver SWS avoidance, RFC 9293 §3.8.6.2.2).
+// to matter. Receiver SWS avoidance (RFC 9293 §3.8.6.2.2) sets the least
+// increase worth announcing; like Linux (__tcp_cleanup_rbuf) we announce
+// only when the window still open to the peer has fallen to half the
+// buffer or less and the update at least doubles it, so that a reader does
+// not send an ACK after every read while data keeps arriving (the ACKs
+// for that data carry the new window anyway).
 func (e *Endpoint) afterRead() {
 	if !e.state.synchronized() || e.finRcvd {
 		return
 	}
 	e.autoTune()
-	newEdge := e.rb.nxt + uint64(e.scaledWindow())
-	if newEdge > e.rcvAdvEdge {
-		grow := newEdge - e.rcvAdvEdge
-		if grow >= uint64(min(len(e.rb.buf)/2, 2*e.cfg.MSS)) || e.rcvAdvEdge <= e.rb.nxt+uint64(e.cfg.MSS) {
-			e.sendAck()
-		}
+	open := uint64(0)
+	if e.rcvAdvEdge > e.rb.nxt {
+		open = e.rcvAdvEdge - e.rb.nxt
+	}
+	if 2*open > uint64(e.rb.size) {
+		return
+	}
+	w := uint64(e.scaledWindow())
+	if w >= 2*open && w-open >= uint64(min(e.rb.size/2, e.cfg.MSS)) {
+		e.sendAck()
 	}
 }
 
@@ -326,6 +348,7 @@ func (e *Endpoint) Close() error {
 		return nil
 	}
 	e.closed = true
+	defer e.rb.releaseHeld() // nobody reads any more
 	if e.rb.readable() > 0 && e.state.synchronized() {
 		e.Abort()
 		return nil
@@ -358,6 +381,32 @@ func (e *Endpoint) SendAck() {
 		e.sendAck()
 		e.flushNotify()
 	}
+}
+
+// SetAckDeferral turns ACK deferral on or off. While it is on, an
+// acknowledgment owed only because two full-sized segments' worth of
+// in-order data arrived (RFC 9293 §3.8.6.3, RFC 5681 §4.2) is not sent at
+// once: the endpoint reports EventAckDue and the ACK leaves with the next
+// segment, at FlushAck, or when the delayed-ACK timer fires, whichever
+// comes first; and as soon as a quarter of the receive buffer is
+// unacknowledged. ACKs for out-of-order data, duplicates, filled holes,
+// FINs and window updates are never deferred.
+//
+// The adapter turns it on while it hands over segments that the link read
+// back to back and calls FlushAck when that batch ends (before waiting for
+// more), so that a receiver that is behind acknowledges once per batch, as
+// stacks with receive offload and interrupt batching do, while one that
+// keeps up acknowledges as before.
+func (e *Endpoint) SetAckDeferral(on bool) { e.deferAck = on }
+
+// FlushAck sends the acknowledgment held back under SetAckDeferral, if it
+// is still owed.
+func (e *Endpoint) FlushAck() {
+	if e.ackDue && e.state.synchronized() && e.state != StateTimeWait {
+		e.sendAck()
+	}
+	e.ackDue = false
+	e.flushNotify()
 }
 
 // Kick retries transmission, e.g. after the extension's receive window
@@ -489,6 +538,7 @@ func (e *Endpoint) HandlePacketTooBig(mss int) {
 		e.sndMSS -= 12
 	}
 	e.sndMSS = max(e.sndMSS, 32)
+	e.sb.segmentSize(e.sndMSS)
 	e.cc.SetMSS(e.sndMSS)
 	if e.state.synchronized() && e.sndNxt > e.sndUna {
 		e.inRecovery, e.rtoLoss = true, true

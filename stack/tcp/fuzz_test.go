@@ -7,6 +7,7 @@ import (
 
 	"github.com/mptund/mptund/options"
 	"github.com/mptund/mptund/stack/tcp"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
 )
@@ -16,7 +17,8 @@ import (
 // flags, raw option bytes and payload, interleaved with time steps. It
 // checks the endpoint never panics, never emits an invalid option block
 // (newRaw's Output checks that), keeps its counters consistent and never
-// lets Read return bytes that were not received.
+// lets Read return bytes that were not received. Some payloads come with a
+// PayloadView, released right after the call, as the adapter's do.
 func FuzzHandleSegment(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 0, 0x10, 0xff, 0, 10, 'a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i', 'j'})
 	f.Add([]byte{0, 5, 0, 0, 0x04, 0xff, 0, 0})
@@ -44,7 +46,16 @@ func FuzzHandleSegment(f *testing.F) {
 			}
 			seg.Payload = b[optLen : optLen+payLen]
 			b = b[optLen+payLen:]
+			var v *buffer.View
+			if len(seg.Payload) > 0 && dack&1 == 0 {
+				// Offered by reference, as the adapter does.
+				v = buffer.NewViewWithData(seg.Payload)
+				seg.Payload, seg.PayloadView = v.AsSlice(), v
+			}
 			r.ep.HandleSegment(&seg)
+			if v != nil {
+				v.Release()
+			}
 			if seg.Flags&tcp.FlagACK != 0 && len(b) > 0 && b[0]&1 != 0 {
 				r.advance(time.Duration(b[0]) * 10 * time.Millisecond)
 			}

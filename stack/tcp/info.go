@@ -11,7 +11,7 @@ type Info struct {
 	Cwnd, Ssthresh       int
 	BytesInFlight        int
 	SndWnd, RcvWnd       int
-	RcvBuffer            int
+	SndBuffer, RcvBuffer int // current bounds of the send and receive buffers
 	SndWScale, RcvWScale uint8
 	SACK, Timestamps     bool
 	InRecovery           bool
@@ -49,7 +49,7 @@ func (e *Endpoint) Info() Info {
 	if e.rcvAdvEdge > e.rb.nxt {
 		i.RcvWnd = int(e.rcvAdvEdge - e.rb.nxt)
 	}
-	i.RcvBuffer = len(e.rb.buf)
+	i.SndBuffer, i.RcvBuffer = e.sb.limit, e.rb.size
 	i.SndWScale, i.RcvWScale = e.sndWS, e.rcvWS
 	if !e.wsOK {
 		i.SndWScale, i.RcvWScale = 0, 0

@@ -50,6 +50,7 @@ func (e *Endpoint) negotiate(o *options.TCPOptions) {
 		e.sndMSS -= 12
 	}
 	e.sndMSS = max(e.sndMSS, 64)
+	e.sb.segmentSize(e.sndMSS)
 	e.rcvMSSEst = min(e.cfg.MSS, 536)
 	if cc, err := NewCongestionControl(e.cfg.Congestion, CCParams{
 		MSS: e.sndMSS, InitialCwnd: e.cfg.InitialCwnd * e.sndMSS, Subflow: e,
@@ -328,13 +329,34 @@ func (e *Endpoint) receiveData(seg *Segment, seqOff int64) {
 	if seqOff < 0 {
 		p = p[-seqOff:]
 	}
-	if len(p) > e.rcvMSSEst {
-		e.rcvMSSEst = len(p)
+	// The estimate of the peer's segment size never exceeds the largest
+	// segment it may send us: a longer payload is several segments
+	// coalesced on the way in (GRO, a TSO super-packet), and must count as
+	// several for the every-second-segment rule (RFC 9293 §3.8.6.3), as
+	// with Linux's rcv_mss.
+	if l := min(len(p), e.rcvMSSMax()); l > e.rcvMSSEst {
+		e.rcvMSSEst = l
 	}
 	before := e.rb.nxt
 	hadOOO := !e.rb.ooo.empty()
 	e.measureRcvRTT(seg)
-	advanced, ok := e.rb.store(off, p)
+	var advanced uint64
+	ok, delivered := true, false
+	switch {
+	case e.rx != nil && off == e.rb.nxt && !hadOOO && e.rb.readable() == 0 && off+uint64(len(p)) <= e.rb.limit():
+		// In order, nothing buffered: hand it straight to the receiver.
+		e.rb.nxt += uint64(len(p))
+		e.rb.readOff = e.rb.nxt
+		advanced, delivered = uint64(len(p)), true
+		e.info.BytesReceived += advanced
+		e.rx.Deliver(uint32(off), p)
+	case e.rx == nil && seqOff >= 0 && e.rb.holdable(off, len(p), seg.PayloadView):
+		// In order, nothing buffered before it: keep the packet's bytes.
+		e.rb.hold(seg.PayloadView)
+		advanced = uint64(len(p))
+	default:
+		advanced, ok = e.rb.store(off, p)
+	}
 	if !ok {
 		e.info.DroppedSegs++
 	}
@@ -350,25 +372,49 @@ func (e *Endpoint) receiveData(seg *Segment, seqOff int64) {
 	if advanced == 0 {
 		return
 	}
-	e.info.BytesReceived += advanced
-	if e.rx != nil {
+	switch {
+	case delivered:
+	case e.rx != nil:
+		e.info.BytesReceived += advanced
 		a, b := e.rb.peek(int(advanced))
 		e.rx.Deliver(uint32(e.rb.readOff), a)
 		if len(b) > 0 {
 			e.rx.Deliver(uint32(e.rb.readOff+uint64(len(a))), b)
 		}
 		e.rb.consume(int(advanced))
-	} else {
+	default:
+		e.info.BytesReceived += advanced
 		e.notify(EventReadable)
 	}
 	e.unackedBytes += int(advanced)
-	if e.cfg.DelayedAck < 0 || e.unackedBytes >= 2*e.rcvMSSEst {
+	if e.cfg.DelayedAck < 0 {
 		e.ackNow = true
+	} else if e.unackedBytes >= 2*e.rcvMSSEst {
+		// Deferred at most up to a quarter of the receive buffer, so that
+		// the peer's window never waits on a batch.
+		if e.deferAck && e.unackedBytes < max(e.rb.size/4, 4*e.rcvMSSEst) {
+			e.ackDue = true
+			if !e.dack.armed { // in case FlushAck never comes
+				e.dack.set(e.now().Add(e.cfg.DelayedAck))
+			}
+		} else {
+			e.ackNow = true
+		}
 	} else if !e.dack.armed {
 		e.dack.set(e.now().Add(e.cfg.DelayedAck))
 	}
 	e.autoTune()
 	e.checkFin()
+}
+
+// rcvMSSMax is the largest payload the peer may put in one segment: the
+// MSS we advertised less the timestamp option it carries on every segment
+// when timestamps are in use (RFC 7323 §3.2).
+func (e *Endpoint) rcvMSSMax() int {
+	if e.tsOK {
+		return e.cfg.MSS - 12
+	}
+	return e.cfg.MSS
 }
 
 // checkFin consumes the peer's FIN once all data before it arrived
@@ -430,7 +476,7 @@ func (e *Endpoint) measureRcvRTT(seg *Segment) {
 // it per round trip (dynamic right-sizing, like Linux's tcp_rcv_space_adjust),
 // bounded by MaxReceiveBuffer.
 func (e *Endpoint) autoTune() {
-	if len(e.rb.buf) >= e.cfg.MaxReceiveBuffer {
+	if e.rb.size >= e.cfg.MaxReceiveBuffer {
 		return
 	}
 	rtt := e.rcvRTT
@@ -444,9 +490,9 @@ func (e *Endpoint) autoTune() {
 	}
 	got := e.rb.nxt - e.rcvEpochOff
 	e.rcvEpochAt, e.rcvEpochOff = now, e.rb.nxt
-	if 2*got <= uint64(len(e.rb.buf)) {
+	if 2*got <= uint64(e.rb.size) {
 		return
 	}
-	size := min(e.cfg.MaxReceiveBuffer, max(2*len(e.rb.buf), int(4*got)))
+	size := min(e.cfg.MaxReceiveBuffer, max(2*e.rb.size, int(4*got)))
 	e.rb.grow(size)
 }

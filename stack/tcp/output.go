@@ -14,7 +14,7 @@ func (e *Endpoint) tsNow() uint32 {
 
 // windowBytes is the receive window to offer, in bytes, before scaling.
 func (e *Endpoint) windowBytes() int {
-	if e.rb.buf == nil {
+	if e.rb.size == 0 {
 		return e.cfg.ReceiveBuffer // stateless SYN-ACK (cookie)
 	}
 	if e.rx != nil {
@@ -133,30 +133,55 @@ func (e *Endpoint) sackBlocks() []options.SACKBlock {
 // the options leave less room than expected; FIN is then dropped. It
 // returns the payload length actually sent and the flags used.
 func (e *Endpoint) transmit(flags header.TCPFlags, off uint64, c *chunk, n int, retx bool) (int, header.TCPFlags) {
+	return e.transmitSpan(flags, off, c, nil, n, retx)
+}
+
+// transmitSpan is transmit for a TSO super-segment that may continue into
+// the next chunk, c2 (nil for none): plain chunks only, without extension
+// (sendNewOne decides).
+func (e *Endpoint) transmitSpan(flags header.TCPFlags, off uint64, c, c2 *chunk, n int, retx bool) (int, header.TCPFlags) {
 	info := &e.segInfo
 	*info = SegmentInfo{Flags: flags, Seq: e.seqOf(off), RelSeq: uint32(off), Len: n, Retransmit: retx}
 	if c != nil {
 		info.Meta, info.ChunkRelSeq, info.ChunkLen = c.meta, uint32(c.off), len(c.data)
 	}
 	opts := e.buildOptions(info)
+	s := &e.seg
+	s.SegmentSize = 0
 	if n > 0 {
-		if room := e.effMSS() - len(opts); n > room {
-			n = max(room, 1)
+		room := max(e.effMSS()-len(opts), 1)
+		if e.gsoMax > 0 && n > e.sndMSS {
+			// A TSO super-segment (only sendNewOne asks for one): the
+			// output cuts it into segments that leave room for the
+			// options.
+			s.SegmentSize = min(room, e.sndMSS)
+		} else if n > room {
+			n = room
 			flags &^= FlagFIN
 		}
 	}
-	s := &e.seg
 	s.Seq, s.Flags, s.Options, s.Retransmit = info.Seq, flags, opts, retx
-	s.Payload = nil
+	s.Payload, s.src, s.srcOff = nil, nil, 0
+	s.PayloadTail, s.srcTail = nil, nil
 	if n > 0 {
 		i := off - c.off
-		s.Payload = c.data[i : i+uint64(n)]
+		first := min(uint64(n), uint64(len(c.data))-i)
+		s.Payload = c.data[i : i+first]
+		if e.sb.share(c) {
+			s.src, s.srcOff = c.v, int(i)
+		}
+		if rest := uint64(n) - first; rest > 0 {
+			s.PayloadTail = c2.data[:rest]
+			if e.sb.share(c2) {
+				s.srcTail = c2.v
+			}
+		}
 	}
 	if flags&FlagACK != 0 {
 		s.Ack = e.rcvNxtSeq()
 		s.Window = e.windowField(flags&FlagSYN != 0)
 		e.lastAckOff = e.rcvNxtOff()
-		e.ackNow = false
+		e.ackNow, e.ackDue = false, false
 		e.unackedBytes = 0
 		e.dack.stop()
 	} else {
@@ -166,7 +191,7 @@ func (e *Endpoint) transmit(flags header.TCPFlags, off uint64, c *chunk, n int, 
 			s.Window = e.windowField(true)
 		}
 	}
-	e.info.SegsOut++
+	e.info.SegsOut += uint64(s.Segments())
 	if n > 0 {
 		e.info.BytesSent += uint64(n)
 		if retx {
@@ -265,9 +290,7 @@ func (e *Endpoint) output() {
 	switch e.state {
 	case StateEstablished, StateCloseWait, StateFinWait1, StateClosing, StateLastAck:
 	default:
-		if e.ackNow {
-			e.sendAck()
-		}
+		e.sendOwedAck()
 		return
 	}
 	for i := 0; i < 1<<16; i++ {
@@ -279,9 +302,7 @@ func (e *Endpoint) output() {
 		}
 		break
 	}
-	if e.ackNow {
-		e.sendAck()
-	}
+	e.sendOwedAck()
 	now := e.now()
 	if e.sndNxt > e.sndUna && !e.rtoTimer.armed {
 		e.rtoTimer.set(now.Add(e.rto))
@@ -294,6 +315,19 @@ func (e *Endpoint) output() {
 		}
 	} else {
 		e.persist.stop()
+	}
+}
+
+// sendOwedAck sends the pure ACK owed, unless it may be deferred (see
+// SetAckDeferral), in which case it reports EventAckDue.
+func (e *Endpoint) sendOwedAck() {
+	if e.ackDue && !e.deferAck {
+		e.ackNow = true
+	}
+	if e.ackNow {
+		e.sendAck()
+	} else if e.ackDue {
+		e.notify(EventAckDue)
 	}
 }
 
@@ -362,6 +396,22 @@ func (e *Endpoint) sendNewOne() bool {
 		}
 		avail := min(e.sb.end, wndEnd) - off
 		n := int(min(avail, c.end()-off, uint64(e.sndMSS)))
+		var c2 *chunk
+		if e.gsoMax > e.sndMSS && n == e.sndMSS {
+			reach, next := e.tsoReach(off, avail, c)
+			if pipe > 0 && cwnd-pipe < reach && cwnd >= tsoDeferFrames*e.gsoMax {
+				// TSO deferral, as Linux's tcp_tso_should_defer: with a
+				// large window, wait for the ACKs in flight to allow a
+				// full super-segment rather than send a fragment now
+				// and its rest later, doubling the packets.
+				e.cwndBlocked = true
+				return false
+			}
+			n = e.tsoLength(reach, pipe, cwnd)
+			if off+uint64(n) > c.end() {
+				c2 = next
+			}
+		}
 		if pipe > 0 && pipe+n > cwnd {
 			e.cwndBlocked = true
 			return false
@@ -384,7 +434,7 @@ func (e *Endpoint) sendNewOne() bool {
 		if !e.rttTiming && !e.tsOK {
 			e.rttTiming, e.rttOff, e.rttStart = true, off, e.now()
 		}
-		sent, fl := e.transmit(flags, off, c, n, false)
+		sent, fl := e.transmitSpan(flags, off, c, c2, n, false)
 		e.sndNxt = off + uint64(sent)
 		if fl&FlagFIN != 0 {
 			e.finSent()
@@ -402,6 +452,51 @@ func (e *Endpoint) sendNewOne() bool {
 	e.cwndBlocked = false
 	return false
 }
+
+// tsoReach is how far a TSO super-segment starting at off may reach,
+// window and data permitting (avail), up to gsoMax: to the end of chunk c,
+// or on into the next one when both are plain and no extension needs each
+// segment within one chunk; next is that chunk when it may be used.
+func (e *Endpoint) tsoReach(off, avail uint64, c *chunk) (reach int, next *chunk) {
+	lim := min(avail, uint64(e.gsoMax))
+	r := min(lim, c.end()-off)
+	if r == lim || e.ext != nil || !c.plain {
+		return int(r), nil
+	}
+	if nc := e.sb.find(c.end()); nc != nil && nc.plain {
+		return int(min(lim, nc.end()-off)), nc
+	}
+	return int(r), nil
+}
+
+// tsoLength sizes a TSO super-segment that may reach reach bytes: as much
+// as the congestion window allows, in whole segments (RFC 9293 §3.8.6.2.1
+// sender-side SWS avoidance still holds: only whole segments are grouped)
+// unless it takes all of reach short of gsoMax, and so ends where the
+// data, the chunks or the peer's window end. It never returns less than
+// one segment; the caller's congestion check decides whether that one may
+// go.
+func (e *Endpoint) tsoLength(reach, pipe, cwnd int) int {
+	mss := e.sndMSS
+	n := reach
+	if room := cwnd - pipe; n > room {
+		n = room
+	}
+	if n < reach || n == e.gsoMax {
+		n -= n % mss
+	}
+	return max(n, mss)
+}
+
+// tsoDeferFrames is how many full super-segments the congestion window
+// must hold before the sender waits for a full one (see sendNewOne).
+const tsoDeferFrames = 4
+
+// SetGSOMaxSize lets the endpoint hand its Output TSO super-segments (see
+// OutSegment.SegmentSize) of up to n payload bytes, when its output can
+// segment them (a link with segmentation offload); zero turns it off.
+// Retransmissions are always single segments.
+func (e *Endpoint) SetGSOMaxSize(n int) { e.gsoMax = max(n, 0) }
 
 // finSent advances past our FIN and changes state (RFC 9293 §3.10.4).
 func (e *Endpoint) finSent() {

@@ -19,6 +19,7 @@ type sent struct {
 	Opts     options.TCPOptions
 	Payload  []byte
 	Retx     bool
+	SegSize  int // OutSegment.SegmentSize (TSO)
 }
 
 // raw drives a single endpoint by hand: the test plays the peer.
@@ -30,6 +31,9 @@ type raw struct {
 	peerISS seqnum.Value
 	peerNxt seqnum.Value // next sequence number the fake peer sends
 	tsVal   uint32
+	// hook, if set, sees every segment inside Output (to use what is
+	// valid only during the call, such as ClonePayload).
+	hook func(*tcp.OutSegment)
 }
 
 const localISS = 1000
@@ -40,15 +44,18 @@ func newRaw(t *testing.T, cfg tcp.Config) *raw {
 	cfg.ISS = localISS
 	cfg.Output = tcp.OutputFunc(func(s *tcp.OutSegment) {
 		var d sent
-		d.Seq, d.Ack, d.Flags, d.Window, d.Retx = s.Seq, s.Ack, s.Flags, s.Window, s.Retransmit
+		d.Seq, d.Ack, d.Flags, d.Window, d.Retx, d.SegSize = s.Seq, s.Ack, s.Flags, s.Window, s.Retransmit, s.SegmentSize
 		if err := options.ParseTCPOptions(s.Options, &d.Opts); err != nil {
 			t.Fatalf("endpoint emitted bad options %x: %v", s.Options, err)
 		}
 		if len(s.Options)%4 != 0 || len(s.Options) > 40 {
 			t.Fatalf("option block length %d", len(s.Options))
 		}
-		d.Payload = append([]byte(nil), s.Payload...)
+		d.Payload = s.AppendPayload(nil)
 		r.out = append(r.out, d)
+		if r.hook != nil {
+			r.hook(s)
+		}
 	})
 	ep, err := tcp.NewEndpoint(cfg)
 	if err != nil {

@@ -180,6 +180,7 @@ func (e *Endpoint) processAck(seg *Segment, seqOff int64) bool {
 			e.cc.OnAck(&e.ackSample)
 		}
 		if dataAcked > 0 {
+			e.growSendBuffer()
 			e.notify(EventWritable)
 		}
 	} else if outstanding && ack == int64(e.sndUna) && len(seg.Payload) == 0 &&
@@ -216,4 +217,16 @@ func (e *Endpoint) updateRTT(r time.Duration) {
 		e.srtt = (7*e.srtt + r) / 8
 	}
 	e.rto = min(e.srtt+max(4*e.rttvar, e.cfg.MinRTO), e.cfg.MaxRTO)
+}
+
+// growSendBuffer raises the send buffer's bound to twice the congestion
+// window (Linux's tcp_sndbuf_expand), within MaxSendBuffer: the buffer
+// holds what is in flight plus what the application queues meanwhile, so a
+// bound at the window would make the sender application-limited and keep
+// cwnd from growing (RFC 7661).
+func (e *Endpoint) growSendBuffer() {
+	want := min(2*e.cc.Cwnd(), e.cfg.MaxSendBuffer)
+	if want > e.sb.limit {
+		e.sb.limit = want
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/mptund/mptund/options"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
@@ -44,6 +45,12 @@ type Segment struct {
 	Window  uint16 // raw header value, not yet scaled
 	Options options.TCPOptions
 	Payload []byte
+	// PayloadView, when set by the caller, is a gVisor view whose contents
+	// are exactly Payload, alive during the call (typically the packet
+	// buffer's). The endpoint may then keep in-order payload by taking a
+	// reference (Clone) instead of copying it; it releases the reference
+	// once the bytes are read. Nil: the endpoint copies what it keeps.
+	PayloadView *buffer.View
 }
 
 // logicalLen is the sequence space the segment occupies: payload plus one
@@ -64,7 +71,8 @@ func (s *Segment) logicalLen() uint32 {
 // Options is the complete option block, already padded to a multiple of
 // four bytes. Payload is a view of the send buffer (no per-segment copy).
 // Both are valid only during Output.WriteSegment: the writer must copy them
-// (or build a packet buffer from them) before returning.
+// (or build a packet buffer from them) before returning, or take a
+// reference to the payload with ClonePayload.
 type OutSegment struct {
 	Seq     seqnum.Value
 	Ack     seqnum.Value
@@ -73,9 +81,83 @@ type OutSegment struct {
 	Options []byte
 	Payload []byte
 
+	// PayloadTail continues Payload, for a TSO super-segment spanning two
+	// chunks of the send buffer (only after SetGSOMaxSize, without an
+	// extension): the segment's payload is Payload followed by
+	// PayloadTail. Nil otherwise. Valid only during the call, like
+	// Payload.
+	PayloadTail []byte
+
+	// SegmentSize is non-zero when the payload is longer than one segment:
+	// the segment is a TCP segmentation offload (TSO) super-segment, which
+	// the output must send as consecutive segments of SegmentSize payload
+	// bytes (the last one possibly shorter), each with the same header and
+	// Options and its sequence number advanced, FIN and PSH only on the
+	// last (as Linux's GSO does). The endpoint produces such segments only
+	// after SetGSOMaxSize.
+	SegmentSize int
+
 	// Retransmit reports that the payload (or SYN/FIN) was sent before.
 	// Informational (pcap annotations, counters).
 	Retransmit bool
+
+	// src holds Payload: Payload is src's contents from srcOff on; nil
+	// when Payload may not be shared (ClonePayload copies it). srcTail
+	// likewise holds PayloadTail from its start.
+	src     *buffer.View
+	srcOff  int
+	srcTail *buffer.View
+}
+
+// PayloadLen is the length of the segment's payload, PayloadTail included.
+func (seg *OutSegment) PayloadLen() int { return len(seg.Payload) + len(seg.PayloadTail) }
+
+// AppendPayload appends the segment's payload, PayloadTail included, to b.
+func (seg *OutSegment) AppendPayload(b []byte) []byte {
+	return append(append(b, seg.Payload...), seg.PayloadTail...)
+}
+
+// Segments returns the number of segments seg stands for on the wire: 1,
+// or for a TSO super-segment its payload divided by SegmentSize, rounded
+// up.
+func (seg *OutSegment) Segments() int {
+	n := seg.PayloadLen()
+	if seg.SegmentSize <= 0 || n <= seg.SegmentSize {
+		return 1
+	}
+	return (n + seg.SegmentSize - 1) / seg.SegmentSize
+}
+
+// ClonePayload returns the payload (PayloadTail included) as a gVisor
+// buffer.Buffer of references to the send buffer's bytes, normally without
+// copying them (bytes from send-buffer memory that may still be appended
+// to, or from a segment built by hand, are copied); empty when there is no
+// payload. The bytes never change while referenced, even after the call
+// returns and the data is acknowledged; the caller must Release the
+// buffer (or hand it to a packet buffer that will).
+func (seg *OutSegment) ClonePayload() buffer.Buffer {
+	b := clonePart(seg.Payload, seg.src, seg.srcOff)
+	if len(seg.PayloadTail) > 0 {
+		// Merge, not Append: Append would copy into spare capacity.
+		t := clonePart(seg.PayloadTail, seg.srcTail, 0)
+		b.Merge(&t)
+	}
+	return b
+}
+
+// clonePart returns p as a buffer: a reference into src from off when src
+// is set, a copy otherwise.
+func clonePart(p []byte, src *buffer.View, off int) buffer.Buffer {
+	if len(p) == 0 {
+		return buffer.Buffer{}
+	}
+	if src == nil {
+		return buffer.MakeWithView(buffer.NewViewWithData(p))
+	}
+	v := src.Clone()
+	v.TrimFront(off)
+	v.CapLength(len(p))
+	return buffer.MakeWithView(v)
 }
 
 // Output receives the segments an endpoint transmits. WriteSegment is

@@ -1,23 +1,47 @@
 package tcp
 
-import "sync"
-
-// block is the storage unit of the send buffer. Blocks are pooled across
-// endpoints so that steady-state sending does not allocate.
-type block [MaxChunk + 1]byte
-
-var blockPool = sync.Pool{New: func() any { return new(block) }}
+import "gvisor.dev/gvisor/pkg/buffer"
 
 // chunk is a run of queued bytes sharing one metadata value. A segment never
 // spans two chunks (the extension's mapping must describe every byte of a
 // segment, RFC 8684 §3.3.1).
+//
+// The bytes live in a gVisor buffer.View (pooled chunks of 64 KiB, so that
+// steady-state sending does not allocate), so that an output can take a
+// reference to a segment's payload instead of copying it
+// (OutSegment.ClonePayload). Queued bytes never change, and acknowledged
+// chunks are released whole (a reference keeps the memory alive). A plain
+// chunk grows by appending into its spare capacity only until a reference
+// to it is handed out (sealed): gVisor copies a shared chunk whole when it
+// must (copy-on-write), which would read what an append writes. Segments
+// of a chunk that may still grow are handed out as copies instead.
 type chunk struct {
-	off  uint64 // sequence offset (relative to ISS) of data[0]
-	data []byte // queued bytes; aliases blk
-	blk  *block
+	off  uint64       // sequence offset (relative to ISS) of data[0]
+	data []byte       // queued bytes: v's contents
+	v    *buffer.View // storage, capacity at least MaxChunk
 	meta any
-	// plain chunks (from Write) may grow by appending.
-	plain bool
+	// plain chunks (from Write) may grow by appending, until sealed.
+	plain  bool
+	sealed bool
+}
+
+// newChunk returns a chunk at offset off holding a copy of p (at most
+// MaxChunk bytes).
+func newChunk(off uint64, p []byte, meta any, plain bool) chunk {
+	c := chunk{off: off, v: buffer.NewView(MaxChunk), meta: meta, plain: plain}
+	c.append(p)
+	return c
+}
+
+// append copies p to the end of the chunk; the caller keeps len(c.data)
+// within MaxChunk.
+func (c *chunk) append(p []byte) {
+	old := c.v.Size()
+	// Grow stays within the capacity and does not copy, even when a clone
+	// shares the memory: the clone does not cover the grown region.
+	c.v.Grow(len(p))
+	c.data = c.v.AsSlice()
+	copy(c.data[old:], p)
 }
 
 func (c *chunk) end() uint64 { return c.off + uint64(len(c.data)) }
@@ -31,10 +55,25 @@ type sendBuffer struct {
 	una    uint64 // first unacknowledged offset
 	end    uint64 // offset after the last queued byte
 	limit  int
+	// plainMax is the size at which a plain chunk is closed: a whole number
+	// of segments (see segmentSize), so that segments, and TSO
+	// super-segments, do not end short at chunk boundaries.
+	plainMax int
 }
 
 func (b *sendBuffer) init(limit int) {
 	b.una, b.end, b.limit = 1, 1, limit
+	b.plainMax = MaxChunk
+}
+
+// segmentSize tells the buffer the sender's segment size: plain chunks are
+// closed at the largest multiple of mss that fits in MaxChunk.
+func (b *sendBuffer) segmentSize(mss int) {
+	if mss <= 0 || mss >= MaxChunk {
+		b.plainMax = MaxChunk
+		return
+	}
+	b.plainMax = MaxChunk - MaxChunk%mss
 }
 
 // queued is the number of bytes held (unacknowledged, sent or not).
@@ -62,19 +101,16 @@ func (b *sendBuffer) write(p []byte) int {
 		want := min(len(p)-n, b.free())
 		if l := b.live(); len(l) > 0 {
 			t := &l[len(l)-1]
-			if t.plain && len(t.data) < MaxChunk {
-				k := min(want, MaxChunk-len(t.data))
-				t.data = append(t.data, p[n:n+k]...)
+			if t.plain && !t.sealed && len(t.data) < b.plainMax {
+				k := min(want, b.plainMax-len(t.data))
+				t.append(p[n : n+k])
 				n += k
 				b.end += uint64(k)
 				continue
 			}
 		}
-		blk := blockPool.Get().(*block)
-		k := min(want, MaxChunk)
-		c := chunk{off: b.end, blk: blk, data: blk[:0], plain: true}
-		c.data = append(c.data, p[n:n+k]...)
-		b.push(c)
+		k := min(want, b.plainMax)
+		b.push(newChunk(b.end, p[n:n+k], nil, true))
 		n += k
 		b.end += uint64(k)
 	}
@@ -84,9 +120,7 @@ func (b *sendBuffer) write(p []byte) int {
 // enqueue copies p as one chunk with metadata meta. The caller has checked
 // the size and the limit.
 func (b *sendBuffer) enqueue(p []byte, meta any) {
-	blk := blockPool.Get().(*block)
-	c := chunk{off: b.end, blk: blk, data: append(blk[:0], p...), meta: meta}
-	b.push(c)
+	b.push(newChunk(b.end, p, meta, false))
 	b.end += uint64(len(p))
 }
 
@@ -104,7 +138,7 @@ func (b *sendBuffer) ack(off uint64) {
 		if c.end() > off {
 			break
 		}
-		blockPool.Put(c.blk)
+		c.v.Release()
 		*c = chunk{}
 		b.head++
 	}
@@ -112,6 +146,17 @@ func (b *sendBuffer) ack(off uint64) {
 		b.chunks = b.chunks[:0]
 		b.head = 0
 	}
+}
+
+// share reports whether a segment's payload from c may be handed out by
+// reference, and seals c if so; a plain chunk that may still grow is not
+// shared (see chunk).
+func (b *sendBuffer) share(c *chunk) bool {
+	if c.plain && !c.sealed && len(c.data) < b.plainMax {
+		return false
+	}
+	c.sealed = true
+	return true
 }
 
 // find returns the chunk holding offset off, or nil.
@@ -135,7 +180,7 @@ func (b *sendBuffer) find(off uint64) *chunk {
 // release returns every block to the pool (endpoint closed).
 func (b *sendBuffer) release() {
 	for i := b.head; i < len(b.chunks); i++ {
-		blockPool.Put(b.chunks[i].blk)
+		b.chunks[i].v.Release()
 	}
 	b.chunks, b.head = nil, 0
 	b.una = b.end

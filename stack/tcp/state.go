@@ -67,6 +67,9 @@ const (
 	EventError
 	// EventTimer: the next deadline (NextDeadline) changed.
 	EventTimer
+	// EventAckDue: an acknowledgment was held back under SetAckDeferral;
+	// call FlushAck once the batch of segments is handled.
+	EventAckDue
 )
 
 // Errors returned by the application-facing methods and by Err.
