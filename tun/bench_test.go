@@ -46,6 +46,7 @@ var stacksUnderTest = []stackUnderTest{
 	{name: "engine-tcp/tun", setup: setupEngineTUN},
 	{name: "engine-mptcp/tun", setup: setupEngineMPTCPTUN},
 	{name: baselineName, setup: setupKernelVeth},
+	{name: "kernel-mptcp/veth", setup: setupKernelMPTCPVeth},
 }
 
 const (
@@ -80,6 +81,17 @@ func setupEngineMPTCPTUN(tb testing.TB, mtu int) connector {
 // namespaces, "stack" standing for the stack under test and "kern" for the
 // kernel it talks to.
 func setupKernelVeth(tb testing.TB, mtu int) connector {
+	return kernelVeth(tb, mtu, false)
+}
+
+// setupKernelMPTCPVeth: the same with MPTCP sockets (one subflow): the
+// kernel's MPTCP, the peer the engine's MPTCP is compared with.
+func setupKernelMPTCPVeth(tb testing.TB, mtu int) connector {
+	netns.RequireMPTCP(tb)
+	return kernelVeth(tb, mtu, true)
+}
+
+func kernelVeth(tb testing.TB, mtu int, mptcp bool) connector {
 	netns.Require(tb)
 	kern := netns.New(tb, nsPrefix)
 	stk := netns.New(tb, nsPrefix)
@@ -88,17 +100,20 @@ func setupKernelVeth(tb testing.TB, mtu int) connector {
 	stk.MustRun("ip", "link", "set", "vs", "mtu", strconv.Itoa(mtu))
 	return func(dir direction) (net.Conn, net.Conn, error) {
 		if dir == inbound {
-			return kernelPair(kern, stk, "10.78.0.2")
+			return kernelPair(kern, stk, "10.78.0.2", mptcp)
 		}
-		return kernelPair(stk, kern, "10.78.0.1")
+		return kernelPair(stk, kern, "10.78.0.1", mptcp)
 	}
 }
 
 // kernelPair connects a socket in from to a listener on addr in to.
-func kernelPair(from, to *netns.NS, addr string) (w, r net.Conn, err error) {
+// With mptcp both sockets are MPTCP (IPPROTO_MPTCP), otherwise plain TCP.
+func kernelPair(from, to *netns.NS, addr string, mptcp bool) (w, r net.Conn, err error) {
 	var ln net.Listener
 	if err := to.Do(func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(addr, "0"))
+		var lc net.ListenConfig
+		lc.SetMultipathTCP(mptcp)
+		ln, err = lc.Listen(context.Background(), "tcp", net.JoinHostPort(addr, "0"))
 		return err
 	}); err != nil {
 		return nil, nil, err
@@ -115,6 +130,7 @@ func kernelPair(from, to *netns.NS, addr string) (w, r net.Conn, err error) {
 	defer cancel()
 	if err := from.Do(func() (err error) {
 		var d net.Dialer
+		d.SetMultipathTCP(mptcp)
 		w, err = d.DialContext(ctx, "tcp", ln.Addr().String())
 		return err
 	}); err != nil {

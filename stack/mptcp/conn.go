@@ -466,7 +466,9 @@ func (c *Conn) push() {
 		if unsent <= 0 {
 			break
 		}
-		n := min(unsent, tcp.MaxChunk, s.ep.SendBufferFree())
+		// Chunks a whole number of segments long keep every segment full
+		// and TSO super-segments whole.
+		n := min(unsent, s.ep.ChunkSize(), s.ep.SendBufferFree())
 		if c.fallback == FallbackNone && c.peerWndKnown {
 			// Window: the subflow also enforces the same window on its own
 			// sequence space; limiting here keeps data for other subflows
