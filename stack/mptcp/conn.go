@@ -9,7 +9,6 @@ import (
 
 	"github.com/mptund/mptund/dsnmap"
 	"github.com/mptund/mptund/handshake"
-	"github.com/mptund/mptund/internal/ring"
 	"github.com/mptund/mptund/options"
 	"github.com/mptund/mptund/stack/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip"
@@ -123,7 +122,7 @@ type Conn struct {
 
 	// Send side. snd holds the bytes [sndUna, sndUna+snd.Len()); the first
 	// sndNxt-sndUna of them are mapped onto a subflow.
-	snd            *ring.Buffer
+	snd            *sendQueue
 	sndUna, sndNxt dsnmap.DSN
 	peerEdge       dsnmap.DSN // right edge of the peer's data-level window
 	// peerWndKnown: a Data ACK has told the window; before that only the
@@ -180,7 +179,7 @@ func newConn(cfg Config, client bool) (*Conn, error) {
 	if cfg.DataAckTimeout == 0 {
 		cfg.DataAckTimeout = DefaultDataAckTimeout
 	}
-	c := &Conn{cfg: cfg, client: client, checksums: cfg.Checksums, snd: ring.New(cfg.SendBuffer)}
+	c := &Conn{cfg: cfg, client: client, checksums: cfg.Checksums, snd: newSendQueue(cfg.SendBuffer)}
 	key, err := cfg.Tokens.NewKey(cfg.Rand, c)
 	if err != nil {
 		return nil, err
@@ -301,7 +300,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	case c.state == StateHandshake:
 		return 0, tcp.ErrNotConnected
 	}
-	n := c.snd.Write(p)
+	chunkCap := tcp.MaxChunk
+	if s := c.activeSubflow(); s != nil {
+		chunkCap = s.ep.ChunkSize()
+	}
+	n := c.snd.Write(p, chunkCap)
 	if n > 0 {
 		c.push()
 	}
@@ -430,6 +433,7 @@ func (c *Conn) reset(err error) {
 		}
 	}
 	c.releaseToken()
+	c.snd.Release()
 	c.notify(tcp.EventClosed | tcp.EventError | tcp.EventReadable | tcp.EventWritable)
 }
 
@@ -483,9 +487,14 @@ func (c *Conn) push() {
 		if n <= 0 {
 			break
 		}
-		// A chunk is contiguous: it ends where the ring wraps.
-		data, _ := c.snd.Peek(int(c.sndNxt-c.sndUna), n)
-		n = len(data)
+		// A reference to the queued bytes, not a copy: the subflow and
+		// the data level share them until each has its acknowledgement.
+		v := c.snd.Next(n)
+		if v == nil {
+			break
+		}
+		n = v.Size()
+		data := v.AsSlice()
 		var meta any
 		if c.fallback == FallbackNone {
 			ch := &chunk{dsn: c.sndNxt, len: uint16(n)}
@@ -494,7 +503,9 @@ func (c *Conn) push() {
 			}
 			meta = ch
 		}
-		if err := s.ep.EnqueueChunk(data, meta); err != nil {
+		if err := s.ep.EnqueueView(v, meta); err != nil {
+			v.Release()
+			c.snd.Unhand(n)
 			break
 		}
 		if meta != nil {
@@ -739,7 +750,10 @@ func NewServer(cfg Config, syn *tcp.Segment) (c *Conn, s *Subflow, ok bool, err 
 
 // Release frees what the connection holds outside itself (its token); the
 // driver calls it when the last subflow is gone.
-func (c *Conn) Release() { c.releaseToken() }
+func (c *Conn) Release() {
+	c.releaseToken()
+	c.snd.Release()
+}
 
 // Info is a snapshot of a connection's data-level state.
 type Info struct {

@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"gvisor.dev/gvisor/pkg/buffer"
 	"time"
 
 	"github.com/mptund/mptund/options"
@@ -243,6 +244,41 @@ func (e *Endpoint) EnqueueChunk(data []byte, meta any) error {
 		return nil
 	}
 	e.sb.enqueue(data, meta)
+	if e.state.synchronized() {
+		e.output()
+	}
+	e.flushNotify()
+	return nil
+}
+
+// EnqueueView is EnqueueChunk without the copy: the chunk's bytes are v's,
+// and the endpoint takes over the caller's reference to v when it returns
+// nil (releasing it once the bytes are acknowledged). The bytes must not
+// change afterwards: share them only through clones (buffer.View.Clone),
+// as the MPTCP layer does to keep data until the data-level
+// acknowledgement. On error the caller keeps its reference.
+func (e *Endpoint) EnqueueView(v *buffer.View, meta any) error {
+	if e.err != nil {
+		return e.err
+	}
+	if e.finQueued || e.closed {
+		return ErrClosedForSend
+	}
+	if !e.state.canSend() {
+		return ErrNotConnected
+	}
+	n := v.Size()
+	if n > MaxChunk {
+		return ErrChunkTooLarge
+	}
+	if n > e.sb.free() {
+		return ErrWouldBlock
+	}
+	if n == 0 {
+		v.Release()
+		return nil
+	}
+	e.sb.enqueueView(v, meta)
 	if e.state.synchronized() {
 		e.output()
 	}

@@ -124,6 +124,13 @@ func (b *sendBuffer) enqueue(p []byte, meta any) {
 	b.end += uint64(len(p))
 }
 
+// enqueueView queues v's bytes as one sealed chunk, owning v.
+func (b *sendBuffer) enqueueView(v *buffer.View, meta any) {
+	n := v.Size()
+	b.push(chunk{off: b.end, v: v, data: v.AsSlice(), meta: meta, sealed: true})
+	b.end += uint64(n)
+}
+
 // ack releases everything below off.
 func (b *sendBuffer) ack(off uint64) {
 	if off > b.end {
