@@ -50,41 +50,17 @@ type impairedEngineTUN struct {
 // the impairer must see wire packets, not GRO super-segments.
 func newImpairedEngineTUN(t *testing.T, mtu int, egress, ingress impair.Config, seed uint64) *impairedEngineTUN {
 	t.Helper()
-	netns.Require(t)
-	netns.RequireTools(t, "nstat")
-	g := &impairedEngineTUN{engineTUN: &engineTUN{ns: netns.New(t, impairNSPrefix), ifc: "mpti0"}}
-	if err := g.ns.Do(func() (err error) {
-		g.ep, err = tun.Create(g.ifc, mtu, tun.WithGRO(false))
-		return err
-	}); err != nil {
-		t.Fatalf("creating TUN in %s: %v", g.ns.Name, err)
-	}
-	g.below = newSegTap(g.ep)
-	g.imp = impair.New(g.below, egress, ingress, seed)
-	g.above = newSegTap(g.imp)
-	eng, err := stack.NewEngine(stack.Options{MPTCP: stack.MPTCPConfig{Disabled: true}}) // our TCP alone
-	if err != nil {
-		g.imp.Close()
-		t.Fatal(err)
-	}
-	g.eng = eng
-	t.Cleanup(func() {
-		g.eng.Close() // removes the NIC, which closes the impairer and the TUN
-		g.above.Close()
-		done := make(chan struct{})
-		go func() { g.above.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("link endpoint goroutines did not stop within 10s")
-		}
-	})
-	if _, err := eng.AddNIC(g.above, netip.PrefixFrom(engEngine4, 24), netip.PrefixFrom(engEngine6, 64)); err != nil {
-		t.Fatal(err)
-	}
-	g.ns.SetupLink(g.ifc, netns.LinkConfig{
-		MTU:   mtu,
-		Addrs: []string{engKernel4.String() + "/24", engKernel6.String() + "/64"},
+	g := &impairedEngineTUN{}
+	g.engineTUN = newEngineTUNWith(t, engineTUNConfig{
+		prefix: impairNSPrefix, ifc: "mpti0", mtu: mtu,
+		opts:    stack.Options{MPTCP: stack.MPTCPConfig{Disabled: true}}, // our TCP alone
+		tunOpts: []tun.Option{tun.WithGRO(false)},
+		wrap: func(ep *tun.Endpoint) gstack.LinkEndpoint {
+			g.below = newSegTap(ep)
+			g.imp = impair.New(g.below, egress, ingress, seed)
+			g.above = newSegTap(g.imp)
+			return g.above
+		},
 	})
 	return g
 }

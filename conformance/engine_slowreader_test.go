@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"io"
 	"math/rand/v2"
-	"net"
 	"testing"
 	"time"
 
@@ -26,17 +25,8 @@ func TestEngineSlowReader(t *testing.T) {
 	for _, kernelMPTCP := range []bool{false, true} {
 		name := map[bool]string{false: "plain-kernel", true: "mptcp-kernel"}[kernelMPTCP]
 		t.Run(name, func(t *testing.T) {
-			g := newEngineTUNWith(t, 1500, stack.Options{}) // MPTCP on
-			var ln net.Listener
-			if err := g.ns.Do(func() (err error) {
-				var lc net.ListenConfig
-				lc.SetMultipathTCP(kernelMPTCP)
-				ln, err = lc.Listen(context.Background(), "tcp", engKernel4.String()+":0")
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
+			g := newEngineTUNWith(t, engineTUNConfig{mtu: 1500}) // MPTCP on
+			ln := g.listenKernel(t, engKernel4, kernelMPTCP)
 			acc := acceptAsync(ln)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()

@@ -28,6 +28,7 @@ import (
 	"github.com/mptund/mptund/internal/netns"
 	"github.com/mptund/mptund/stack"
 	"github.com/mptund/mptund/tun"
+	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
 // engineNSPrefix names the namespaces of the engine interop tests.
@@ -70,55 +71,77 @@ func newEngineTUN(t *testing.T, mtu int) *engineTUN {
 	t.Helper()
 	// These tests are about the engine's TCP: MPTCP stays off, and the
 	// kernel listens with plain TCP (Go listens with MPTCP by default).
-	return newEngineTUNWith(t, mtu, stack.Options{MPTCP: stack.MPTCPConfig{Disabled: true}})
+	return newEngineTUNWith(t, engineTUNConfig{mtu: mtu, opts: stack.Options{MPTCP: stack.MPTCPConfig{Disabled: true}}})
 }
 
-// newEngineTUNWith is newEngineTUN with the engine's options.
-func newEngineTUNWith(t *testing.T, mtu int, opts stack.Options) *engineTUN {
+// engineTUNConfig varies the topology of newEngineTUN.
+type engineTUNConfig struct {
+	prefix, ifc string // namespace prefix and TUN name; engineNSPrefix and "mpts0" if empty
+	mtu         int
+	opts        stack.Options // the engine's
+	tunOpts     []tun.Option
+	// wrap, if set, returns the link endpoint the engine's NIC uses, built
+	// around the TUN (an impairer, taps); closing it must close the TUN.
+	wrap func(*tun.Endpoint) gstack.LinkEndpoint
+}
+
+// newEngineTUNWith builds an engine whose only NIC is a TUN created in a
+// fresh namespace: the kernel end has engKernel4/6 and reaches
+// engEngine4/6 through it. Everything is removed at cleanup.
+func newEngineTUNWith(t *testing.T, cfg engineTUNConfig) *engineTUN {
 	t.Helper()
 	netns.Require(t)
-	netns.RequireTools(t, "tc", "nstat")
-	g := &engineTUN{ns: netns.New(t, engineNSPrefix), ifc: "mpts0"}
+	netns.RequireTools(t, "nstat")
+	if cfg.prefix == "" {
+		cfg.prefix, cfg.ifc = engineNSPrefix, "mpts0"
+	}
+	g := &engineTUN{ns: netns.New(t, cfg.prefix), ifc: cfg.ifc}
 	if err := g.ns.Do(func() (err error) {
-		g.ep, err = tun.Create(g.ifc, mtu)
+		g.ep, err = tun.Create(g.ifc, cfg.mtu, cfg.tunOpts...)
 		return err
 	}); err != nil {
 		t.Fatalf("creating TUN in %s: %v", g.ns.Name, err)
 	}
-	eng, err := stack.NewEngine(opts)
+	var link gstack.LinkEndpoint = g.ep
+	if cfg.wrap != nil {
+		link = cfg.wrap(g.ep)
+	}
+	eng, err := stack.NewEngine(cfg.opts)
 	if err != nil {
-		g.ep.Close()
+		link.Close()
 		t.Fatal(err)
 	}
 	g.eng = eng
 	t.Cleanup(func() {
-		g.eng.Close() // removes the NIC, which closes the TUN
-		g.ep.Close()
+		g.eng.Close() // removes the NIC, which closes the link and the TUN
+		link.Close()
 		done := make(chan struct{})
-		go func() { g.ep.Wait(); close(done) }()
+		go func() { link.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(10 * time.Second):
-			t.Error("TUN endpoint goroutines did not stop within 10s")
+			t.Error("link endpoint goroutines did not stop within 10s")
 		}
 	})
-	if _, err := eng.AddNIC(g.ep, netip.PrefixFrom(engEngine4, 24), netip.PrefixFrom(engEngine6, 64)); err != nil {
+	if _, err := eng.AddNIC(link, netip.PrefixFrom(engEngine4, 24), netip.PrefixFrom(engEngine6, 64)); err != nil {
 		t.Fatal(err)
 	}
 	g.ns.SetupLink(g.ifc, netns.LinkConfig{
-		MTU:   mtu,
+		MTU:   cfg.mtu,
 		Addrs: []string{engKernel4.String() + "/24", engKernel6.String() + "/64"},
 	})
 	return g
 }
 
-// kernelListen opens a listening kernel socket in the namespace.
-func (g *engineTUN) kernelListen(t *testing.T, addr netip.Addr) net.Listener {
+// listenKernel opens a listening kernel socket in the namespace, MPTCP
+// (IPPROTO_MPTCP) or plain TCP (Go's listeners default to MPTCP, so this
+// is always explicit).
+func (g *engineTUN) listenKernel(t *testing.T, addr netip.Addr, mptcp bool) net.Listener {
 	t.Helper()
 	var ln net.Listener
 	if err := g.ns.Do(func() (err error) {
 		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
+		lc.SetMultipathTCP(mptcp)
 		ln, err = lc.Listen(context.Background(), "tcp", netip.AddrPortFrom(addr, 0).String())
 		return err
 	}); err != nil {
@@ -128,15 +151,20 @@ func (g *engineTUN) kernelListen(t *testing.T, addr netip.Addr) net.Listener {
 	return ln
 }
 
-// kernelDial connects a kernel socket from the namespace.
-func (g *engineTUN) kernelDial(ctx context.Context, addr string) (net.Conn, error) {
+// dialKernel connects a kernel socket, MPTCP or plain TCP, from the
+// namespace.
+func (g *engineTUN) dialKernel(ctx context.Context, addr string, mptcp bool) (*net.TCPConn, error) {
 	var c net.Conn
 	err := g.ns.Do(func() (err error) {
 		var d net.Dialer
+		d.SetMultipathTCP(mptcp)
 		c, err = d.DialContext(ctx, "tcp", addr)
 		return err
 	})
-	return c, err
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
 }
 
 // pair opens one connection and returns its sending and receiving ends:
@@ -152,7 +180,7 @@ func (g *engineTUN) pair(t *testing.T, engineSends, v6 bool) (w, r net.Conn) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if engineSends {
-		ln := g.kernelListen(t, kAddr)
+		ln := g.listenKernel(t, kAddr, false)
 		acc := acceptAsync(ln)
 		ec, err := g.eng.Dial(ctx, "tcp", ln.Addr().String())
 		if err != nil {
@@ -170,7 +198,7 @@ func (g *engineTUN) pair(t *testing.T, engineSends, v6 bool) (w, r net.Conn) {
 	}
 	defer ln.Close()
 	acc := acceptAsync(ln)
-	kc, err := g.kernelDial(ctx, ln.Addr().String())
+	kc, err := g.dialKernel(ctx, ln.Addr().String(), false)
 	if err != nil {
 		t.Fatalf("kernel dial: %v", err)
 	}
@@ -387,7 +415,7 @@ func TestEngineTCPKernelRefused(t *testing.T) {
 	defer cancel()
 	for _, a := range []netip.Addr{engEngine4, engEngine6} {
 		before := g.eng.Stats().ResetsSentUnknown
-		_, err := g.kernelDial(ctx, netip.AddrPortFrom(a, 9).String())
+		_, err := g.dialKernel(ctx, netip.AddrPortFrom(a, 9).String(), false)
 		if !errors.Is(err, syscall.ECONNREFUSED) {
 			t.Errorf("kernel connect to engine %v port 9: %v, want ECONNREFUSED", a, err)
 		}
@@ -417,7 +445,7 @@ func TestEngineTCPKernelShortConnections(t *testing.T) {
 	msg := func(i int) []byte { return []byte(fmt.Sprintf("connection %04d says hello", i)) }
 
 	t.Run("engine-client", func(t *testing.T) {
-		ln := g.kernelListen(t, engKernel4)
+		ln := g.listenKernel(t, engKernel4, false)
 		go func() {
 			for i := 0; ; i++ {
 				c, err := ln.Accept()
@@ -474,7 +502,7 @@ func TestEngineTCPKernelShortConnections(t *testing.T) {
 		}()
 		start := time.Now()
 		for i := range n {
-			c, err := g.kernelDial(ctx, ln.Addr().String())
+			c, err := g.dialKernel(ctx, ln.Addr().String(), false)
 			if err != nil {
 				t.Fatalf("connection %d: %v", i, err)
 			}
@@ -482,7 +510,7 @@ func TestEngineTCPKernelShortConnections(t *testing.T) {
 			if _, err := c.Write(msg(i)); err != nil {
 				t.Fatalf("connection %d: write: %v", i, err)
 			}
-			c.(*net.TCPConn).CloseWrite()
+			c.CloseWrite()
 			got, err := io.ReadAll(c)
 			if err != nil || !bytes.Equal(got, msg(i)) {
 				t.Fatalf("connection %d: read %q, %v", i, got, err)

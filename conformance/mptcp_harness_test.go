@@ -82,93 +82,27 @@ func newMPTCPRig(t *testing.T, cfg mptcpRigConfig) *mptcpRig {
 	t.Helper()
 	netns.RequireMPTCP(t)
 	netns.RequireTools(t, "nstat", "ss", "sysctl")
-	const mtu = 1500
-	g := &engineTUN{ns: netns.New(t, mptcpNSPrefix), ifc: mptcpIfc}
-	r := &mptcpRig{engineTUN: g, cfg: cfg}
-
-	var egress, ingress impair.Config
-	var topts []tun.Option
+	r := &mptcpRig{cfg: cfg}
+	ecfg := engineTUNConfig{prefix: mptcpNSPrefix, ifc: mptcpIfc, mtu: 1500, opts: stack.Options{MPTCP: cfg.MPTCP}}
 	if cfg.Impair != nil {
-		var err error
-		if egress, err = impair.Parse(cfg.Impair.Egress); err != nil {
+		egress, err := impair.Parse(cfg.Impair.Egress)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if ingress, err = impair.Parse(cfg.Impair.Ingress); err != nil {
+		ingress, err := impair.Parse(cfg.Impair.Ingress)
+		if err != nil {
 			t.Fatal(err)
 		}
-		topts = append(topts, tun.WithGRO(false))
-	}
-	if err := g.ns.Do(func() (err error) {
-		g.ep, err = tun.Create(g.ifc, mtu, topts...)
-		return err
-	}); err != nil {
-		t.Fatalf("creating TUN in %s: %v", g.ns.Name, err)
-	}
-	var link gstack.LinkEndpoint = g.ep
-	if cfg.Impair != nil {
-		r.imp = impair.New(g.ep, egress, ingress, cfg.Impair.Seed)
-		link = r.imp
-	}
-	eng, err := stack.NewEngine(stack.Options{MPTCP: cfg.MPTCP})
-	if err != nil {
-		link.Close()
-		t.Fatal(err)
-	}
-	g.eng = eng
-	t.Cleanup(func() {
-		g.eng.Close() // removes the NIC, which closes the link (and the TUN)
-		link.Close()
-		done := make(chan struct{})
-		go func() { link.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("link endpoint goroutines did not stop within 10s")
+		ecfg.tunOpts = []tun.Option{tun.WithGRO(false)}
+		ecfg.wrap = func(ep *tun.Endpoint) gstack.LinkEndpoint {
+			r.imp = impair.New(ep, egress, ingress, cfg.Impair.Seed)
+			return r.imp
 		}
-	})
-	if _, err := eng.AddNIC(link, netip.PrefixFrom(engEngine4, 24), netip.PrefixFrom(engEngine6, 64)); err != nil {
-		t.Fatal(err)
 	}
-	g.ns.SetupLink(g.ifc, netns.LinkConfig{
-		MTU:   mtu,
-		Addrs: []string{engKernel4.String() + "/24", engKernel6.String() + "/64"},
-	})
-	g.ns.Sysctl("net.mptcp.enabled", "1")
-	g.ns.Sysctl("net.mptcp.checksum_enabled", map[bool]string{false: "0", true: "1"}[cfg.KernelChecksums])
+	r.engineTUN = newEngineTUNWith(t, ecfg)
+	r.ns.Sysctl("net.mptcp.enabled", "1")
+	r.ns.Sysctl("net.mptcp.checksum_enabled", map[bool]string{false: "0", true: "1"}[cfg.KernelChecksums])
 	return r
-}
-
-// listenKernel opens a listening kernel socket in the namespace, MPTCP
-// (IPPROTO_MPTCP) or plain TCP.
-func (r *mptcpRig) listenKernel(t *testing.T, addr netip.Addr, mptcp bool) net.Listener {
-	t.Helper()
-	var ln net.Listener
-	if err := r.ns.Do(func() (err error) {
-		var lc net.ListenConfig
-		lc.SetMultipathTCP(mptcp)
-		ln, err = lc.Listen(context.Background(), "tcp", netip.AddrPortFrom(addr, 0).String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	return ln
-}
-
-// dialKernel connects a kernel socket, MPTCP or plain TCP, from the
-// namespace.
-func (r *mptcpRig) dialKernel(ctx context.Context, addr string, mptcp bool) (*net.TCPConn, error) {
-	var c net.Conn
-	err := r.ns.Do(func() (err error) {
-		var d net.Dialer
-		d.SetMultipathTCP(mptcp)
-		c, err = d.DialContext(ctx, "tcp", addr)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
 }
 
 // mptcpConn is one engine <-> kernel connection and its two ends.

@@ -10,10 +10,9 @@ import (
 // data verified both ways, and ConnInfo tells what was negotiated.
 func TestMPTCPEnginePair(t *testing.T) {
 	for _, tc := range []struct {
-		name          string
-		a, b          MPTCPConfig
-		mptcp, csum   bool
-		fallbackSides string
+		name        string
+		a, b        MPTCPConfig
+		mptcp, csum bool
 	}{
 		{name: "plain-mapping", mptcp: true},
 		{name: "checksum-client", a: MPTCPConfig{Checksums: true}, mptcp: true, csum: true},
@@ -46,7 +45,6 @@ func TestMPTCPEnginePair(t *testing.T) {
 			}
 		})
 	}
-	// Tokens are released once connections are gone.
 }
 
 func summary(ci ConnInfo) string {

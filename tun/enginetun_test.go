@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"strconv"
 	"testing"
 	"time"
 
@@ -114,35 +113,11 @@ func (g *engineTUN) pair(dir direction, v6 bool) (w, r net.Conn, err error) {
 			return nil, nil, errors.New("engine accept timed out")
 		}
 	}
-	var ln net.Listener
-	if err := g.ns.Do(func() (err error) {
-		ln, err = net.Listen("tcp", net.JoinHostPort(kAddr.String(), "0"))
-		return err
-	}); err != nil {
-		return nil, nil, err
-	}
-	defer ln.Close()
-	acc := make(chan net.Conn, 1)
-	go func() {
-		if c, err := ln.Accept(); err == nil {
-			acc <- c
+	return dialKernel(ctx, g.ns, kAddr, func(to netip.AddrPort) (net.Conn, error) {
+		c, err := g.eng.Dial(ctx, "tcp", to.String())
+		if err != nil {
+			return nil, fmt.Errorf("engine dial: %w", err)
 		}
-		close(acc)
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	ec, err := g.eng.Dial(ctx, "tcp", net.JoinHostPort(kAddr.String(), strconv.Itoa(port)))
-	if err != nil {
-		return nil, nil, fmt.Errorf("engine dial: %w", err)
-	}
-	select {
-	case kc, ok := <-acc:
-		if !ok {
-			ec.Close()
-			return nil, nil, errors.New("kernel accept failed")
-		}
-		return ec, kc, nil
-	case <-ctx.Done():
-		ec.Close()
-		return nil, nil, errors.New("kernel accept timed out")
-	}
+		return c, nil
+	})
 }

@@ -207,37 +207,13 @@ func (g *gvisorTUN) pair(dir direction, v6 bool) (w, r net.Conn, err error) {
 			return nil, nil, errors.New("gVisor accept timed out")
 		}
 	default:
-		var ln net.Listener
-		if err := g.ns.Do(func() (err error) {
-			ln, err = net.Listen("tcp", net.JoinHostPort(kAddr.String(), "0"))
-			return err
-		}); err != nil {
-			return nil, nil, err
-		}
-		defer ln.Close()
-		port := ln.Addr().(*net.TCPAddr).Port
-		acc := make(chan net.Conn, 1)
-		go func() {
-			if c, err := ln.Accept(); err == nil {
-				acc <- c
+		return dialKernel(ctx, g.ns, kAddr, func(to netip.AddrPort) (net.Conn, error) {
+			c, err := gonet.DialContextTCP(ctx, g.s, tcpip.FullAddress{Addr: tcpip.AddrFromSlice(to.Addr().AsSlice()), Port: to.Port()}, netProto(to.Addr()))
+			if err != nil {
+				return nil, fmt.Errorf("gVisor dial: %w", err)
 			}
-			close(acc)
-		}()
-		gc, err := gonet.DialContextTCP(ctx, g.s, tcpip.FullAddress{Addr: tcpip.AddrFromSlice(kAddr.AsSlice()), Port: uint16(port)}, netProto(kAddr))
-		if err != nil {
-			return nil, nil, fmt.Errorf("gVisor dial: %w", err)
-		}
-		select {
-		case kc, ok := <-acc:
-			if !ok {
-				gc.Close()
-				return nil, nil, errors.New("kernel accept failed")
-			}
-			return gc, kc, nil
-		case <-ctx.Done():
-			gc.Close()
-			return nil, nil, errors.New("kernel accept timed out")
-		}
+			return c, nil
+		})
 	}
 }
 
@@ -363,4 +339,39 @@ func runConcurrently(fns ...func() error) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// dialKernel has dial (the stack under test) connect to a kernel listener
+// opened on kAddr in ns, and returns the stack's end and the kernel's.
+func dialKernel(ctx context.Context, ns *netns.NS, kAddr netip.Addr, dial func(to netip.AddrPort) (net.Conn, error)) (w, r net.Conn, err error) {
+	var ln net.Listener
+	if err := ns.Do(func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(kAddr.String(), "0"))
+		return err
+	}); err != nil {
+		return nil, nil, err
+	}
+	defer ln.Close()
+	acc := make(chan net.Conn, 1)
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			acc <- c
+		}
+		close(acc)
+	}()
+	sc, err := dial(netip.AddrPortFrom(kAddr, uint16(ln.Addr().(*net.TCPAddr).Port)))
+	if err != nil {
+		return nil, nil, err
+	}
+	select {
+	case kc, ok := <-acc:
+		if !ok {
+			sc.Close()
+			return nil, nil, errors.New("kernel accept failed")
+		}
+		return sc, kc, nil
+	case <-ctx.Done():
+		sc.Close()
+		return nil, nil, errors.New("kernel accept timed out")
+	}
 }

@@ -161,6 +161,10 @@ type Stats struct {
 	DataFINsSent     uint64
 	FastclosesSent   uint64
 	FastclosesRcvd   uint64
+	// TCPRstsRcvd counts MP_TCPRST options received on RSTs (RFC 8684
+	// §3.6); LastTCPRstReason is the reason code of the latest.
+	TCPRstsRcvd      uint64
+	LastTCPRstReason uint8
 }
 
 func newConn(cfg Config, client bool) (*Conn, error) {
@@ -656,12 +660,8 @@ func (c *Conn) dataDone() bool {
 	if c.fallback != FallbackNone {
 		return false // the subflow's own close handshake ends it
 	}
-	return c.finAcked && c.rx != nil && c.rx.FINReceived() && c.rx.Next() == c.rxFINNext()
+	return c.finAcked && c.rx != nil && c.rx.FINReceived()
 }
-
-// rxFINNext is the DSN after the peer's DATA_FIN: FINReceived means the
-// reassembler has seen it in order.
-func (c *Conn) rxFINNext() dsnmap.DSN { return c.rx.Next() }
 
 // checkDataAckStall resets the connection when the subflows acknowledged
 // data that the data level has not for longer than DataAckTimeout: the

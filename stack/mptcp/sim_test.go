@@ -236,7 +236,6 @@ func TestSimFallbackStripped(t *testing.T) {
 		{"data-only", func(p *simnet.Packet) bool { return len(p.Bytes) > int(p.Bytes[12]>>4)*4 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			p := &simPair{}
 			stripped := 0
 			tap := func(pk *simnet.Packet) bool {
 				if tc.strip(pk) && stripMPTCP(pk.Bytes) {
@@ -244,7 +243,7 @@ func TestSimFallbackStripped(t *testing.T) {
 				}
 				return true
 			}
-			p = newSimPairTap(t, link, tap)
+			p := newSimPairTap(t, link, tap)
 			p.transfer(p.client, p.server, 1<<20, 3)
 			p.transfer(p.server, p.client, 1<<19, 4)
 			if stripped == 0 {
@@ -299,6 +298,9 @@ func TestSimFastclose(t *testing.T) {
 			}
 			if want := map[bool]uint64{false: 1, true: 0}[forge]; st.FastclosesRcvd != want {
 				t.Errorf("FastclosesRcvd = %d, want %d", st.FastclosesRcvd, want)
+			}
+			if st.TCPRstsRcvd != 1 {
+				t.Errorf("TCPRstsRcvd = %d, want 1 (MP_TCPRST rides with the fastclose RST)", st.TCPRstsRcvd)
 			}
 			if p.client.Info().Stats.FastclosesSent != 1 {
 				t.Errorf("client sent no MP_FASTCLOSE")

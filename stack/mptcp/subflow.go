@@ -48,15 +48,13 @@ type Subflow struct {
 	closing       bool
 	fastcloseRcvd bool
 	rstReason     uint8
-	rstRcvd       *options.MPTCPRst
 	ackNeeded     bool  // a DATA_FIN arrived: answer with a Data ACK
 	pendingErr    error // set inside a hook; acted on in Update
 
-	opts [4]options.Option
-	dss  options.DSS
-	mpc  options.MPCapable
-	fc   options.MPFastclose
-	rst  options.MPTCPRst
+	dss options.DSS
+	mpc options.MPCapable
+	fc  options.MPFastclose
+	rst options.MPTCPRst
 }
 
 type txRecord struct {
@@ -268,8 +266,8 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 	var p parsed
 	parseOptions(seg, &p)
 	if p.hasRst && seg.Flags&header.TCPFlagRst != 0 {
-		r := p.rst
-		s.rstRcvd = &r
+		c.stats.TCPRstsRcvd++
+		c.stats.LastTCPRstReason = p.rst.Reason
 	}
 	if c.fallback != FallbackNone && !s.rxViaMap {
 		return tcp.VerdictAccept
