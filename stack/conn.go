@@ -63,6 +63,12 @@ type Conn struct {
 	ackQueued  bool // in an ackBatch, waiting for the end of the batch
 	readers    waitList
 	writers    waitList
+	// closers are Close calls lingering until delivery (SetLinger).
+	closers waitList
+	// written counts the bytes Write accepted; linger is SetLinger's
+	// value (negative: close in the background).
+	written uint64
+	linger  int
 	// writeWant is what a blocked writer still has to queue: writers are
 	// woken once that much (or a quarter of the buffer) is free, not on
 	// every ACK.
@@ -91,6 +97,7 @@ func newConn(e *Engine, r *stack.Route, id stack.TransportEndpointID, netProto t
 		laddr:    &net.TCPAddr{IP: net.IP(id.LocalAddress.AsSlice()), Port: int(id.LocalPort)},
 		raddr:    &net.TCPAddr{IP: net.IP(id.RemoteAddress.AsSlice()), Port: int(id.RemotePort)},
 		sndBuf:   e.opts.TCP.SendBuffer,
+		linger:   -1,
 	}
 	if c.sndBuf <= 0 {
 		c.sndBuf = tcp.DefaultSendBuffer
@@ -116,6 +123,7 @@ func (c *Conn) mptcpConfig() mptcp.Config {
 		Tokens:    c.eng.tokens,
 		Checksums: c.eng.opts.MPTCP.Checksums,
 		Notify:    c.notify,
+		MIB:       &c.eng.mib,
 	}
 }
 
@@ -173,6 +181,9 @@ func (c *Conn) flushLocked() {
 		if ev&(tcp.EventReadable|tcp.EventClosed|tcp.EventError) != 0 {
 			c.readers.wake()
 		}
+		if ev&(tcp.EventWritable|tcp.EventClosed|tcp.EventError) != 0 {
+			c.closers.wake()
+		}
 		const always = tcp.EventEstablished | tcp.EventClosed | tcp.EventError
 		if ev&always != 0 || (ev&tcp.EventWritable != 0 && c.writable()) {
 			c.writers.wake()
@@ -212,6 +223,12 @@ func (c *Conn) teardownLocked() {
 		return
 	}
 	c.dead = true
+	if c.ep != nil {
+		if ue, ok := c.gaveUpLocked().(*UndeliveredError); ok {
+			c.eng.stats.undeliveredCloses.Add(1)
+			c.eng.stats.undeliveredBytes.Add(ue.Bytes)
+		}
+	}
 	if c.registered {
 		c.eng.s.UnregisterTransportEndpoint([]tcpip.NetworkProtocolNumber{c.netProto}, header.TCPProtocolNumber, c.id, (*connEndpoint)(c), ports.Flags{}, 0)
 		c.registered = false
@@ -240,6 +257,7 @@ func (c *Conn) teardownLocked() {
 	}
 	c.readers.wake()
 	c.writers.wake()
+	c.closers.wake()
 }
 
 // register adds the connection to the stack's demultiplexer under its
@@ -412,7 +430,7 @@ func (c *Conn) Write(b []byte) (int, error) {
 	for {
 		switch {
 		case c.closed:
-			return total, c.opError("write", net.ErrClosed)
+			return total, c.opError("write", c.closedErrLocked())
 		case c.wd.expired:
 			return total, c.opError("write", errDeadline)
 		}
@@ -424,12 +442,13 @@ func (c *Conn) Write(b []byte) (int, error) {
 			n, err = c.ep.Write(b[total:])
 		}
 		total += n
+		c.written += uint64(n)
 		c.flushLocked()
 		if err == nil {
 			return total, nil
 		}
 		if !errors.Is(err, tcp.ErrWouldBlock) {
-			return total, c.opError("write", mapError(err))
+			return total, c.opError("write", c.failureLocked(err))
 		}
 		c.writeWant = len(b) - total
 		c.waitLocked(&c.writers, &c.wd)
@@ -448,10 +467,18 @@ func (c *Conn) waitLocked(w *waitList, d *deadline) {
 	c.mu.Lock()
 }
 
-// Close implements net.Conn: it sends a FIN after the queued data (or a
-// RST if received data was left unread) and releases the connection once
-// the closing handshake is over; blocked Reads and Writes return
-// net.ErrClosed.
+// Close implements net.Conn: it sends a FIN after the queued data (a
+// DATA_FIN with MPTCP), or a RST if received data was left unread, and
+// releases the connection once the closing handshake is over; blocked
+// Reads and Writes return net.ErrClosed.
+//
+// By default (SetLinger with a negative value) the close completes in the
+// background, as with a kernel socket. With a positive linger time, Close
+// waits until the peer has acknowledged every byte written and the FIN
+// (at the data level with MPTCP), and if that does not happen in time it
+// resets the connection. Either way Close returns an *UndeliveredError
+// (inside a *net.OpError) whenever the connection has given up with
+// written bytes never acknowledged: success means delivered.
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -459,19 +486,160 @@ func (c *Conn) Close() error {
 		return c.opError("close", net.ErrClosed)
 	}
 	c.closed = true
+	var err error
 	if !c.dead {
-		if c.mc != nil {
+		switch {
+		case c.linger == 0:
+			c.abortLocked()
+		case c.mc != nil:
 			c.mc.Close()
-		} else {
+		default:
 			c.ep.Close()
 		}
 		c.flushLocked()
+		if c.linger > 0 {
+			err = c.lingerLocked(time.Duration(c.linger) * time.Second)
+		}
+	}
+	if err == nil {
+		err = c.gaveUpLocked()
 	}
 	c.rd.stop()
 	c.wd.stop()
 	c.readers.wake()
 	c.writers.wake()
+	if err != nil {
+		return c.opError("close", err)
+	}
 	return nil
+}
+
+// SetLinger sets how Close behaves when data is still unacknowledged, with
+// the semantics of net.TCPConn.SetLinger: sec < 0 (the default) closes in
+// the background; sec == 0 discards what is unsent or unacknowledged and
+// resets the connection; sec > 0 makes Close wait up to sec seconds for
+// the peer to acknowledge everything (see Close).
+func (c *Conn) SetLinger(sec int) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return c.opError("set", net.ErrClosed)
+	}
+	c.linger = sec
+	return nil
+}
+
+// lingerLocked waits, at most d, until everything written and the FIN are
+// acknowledged; when d passes first it resets the connection and reports
+// what was lost.
+func (c *Conn) lingerLocked(d time.Duration) error {
+	expired := false
+	t := c.eng.clock.AfterFunc(d, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		expired = true
+		c.closers.wake()
+	})
+	defer t.Stop()
+	for {
+		if c.deliveredLocked() {
+			return nil
+		}
+		if c.dead || c.endErrLocked() != nil {
+			return c.gaveUpLocked()
+		}
+		if expired {
+			lost := c.undeliveredLocked()
+			c.abortLocked()
+			c.flushLocked()
+			if lost == 0 {
+				return nil // every byte made it; only the FIN's acknowledgement is missing
+			}
+			return &UndeliveredError{Bytes: lost, Err: ErrLingerTimeout}
+		}
+		ch := c.closers.get()
+		c.mu.Unlock()
+		<-ch
+		c.mu.Lock()
+	}
+}
+
+// abortLocked resets the connection (MP_FASTCLOSE with MPTCP).
+func (c *Conn) abortLocked() {
+	if c.mc != nil {
+		c.mc.Abort()
+	} else {
+		c.ep.Abort()
+	}
+}
+
+// undeliveredLocked returns how many written bytes the peer has not
+// acknowledged (at the data level with MPTCP).
+func (c *Conn) undeliveredLocked() uint64 {
+	if c.mc != nil {
+		return c.mc.Undelivered()
+	}
+	acked := c.ep.Info().BytesAcked
+	if acked >= c.written {
+		return 0
+	}
+	return c.written - acked
+}
+
+// deliveredLocked reports whether everything written, and the FIN once
+// queued, has been acknowledged by the peer.
+func (c *Conn) deliveredLocked() bool {
+	if c.mc != nil {
+		return c.mc.Delivered()
+	}
+	if c.undeliveredLocked() > 0 {
+		return false
+	}
+	switch c.ep.State() {
+	case tcp.StateFinWait2, tcp.StateTimeWait:
+		return true
+	case tcp.StateClosed:
+		return c.ep.Err() == nil
+	}
+	return false
+}
+
+// endErrLocked returns the error that ended the connection, or nil.
+func (c *Conn) endErrLocked() error {
+	if c.mc != nil {
+		return c.mc.Err()
+	}
+	return c.ep.Err()
+}
+
+// gaveUpLocked returns an *UndeliveredError if the connection ended with
+// written bytes the peer never acknowledged, or nil.
+func (c *Conn) gaveUpLocked() error {
+	cause := c.endErrLocked()
+	if cause == nil {
+		return nil
+	}
+	if n := c.undeliveredLocked(); n > 0 {
+		return &UndeliveredError{Bytes: n, Err: mapError(cause)}
+	}
+	return nil
+}
+
+// failureLocked maps an error of the endpoint or MPTCP layer for the
+// application, as an *UndeliveredError when bytes were lost with it.
+func (c *Conn) failureLocked(err error) error {
+	if ue := c.gaveUpLocked(); ue != nil {
+		return ue
+	}
+	return mapError(err)
+}
+
+// closedErrLocked is the error of an operation after Close.
+func (c *Conn) closedErrLocked() error {
+	if ue := c.gaveUpLocked(); ue != nil {
+		return ue
+	}
+	return net.ErrClosed
 }
 
 // CloseWrite shuts down the sending side: a FIN follows the queued data
@@ -480,9 +648,12 @@ func (c *Conn) CloseWrite() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return c.opError("close", net.ErrClosed)
+		return c.opError("close", c.closedErrLocked())
 	}
 	if c.dead {
+		if ue := c.gaveUpLocked(); ue != nil {
+			return c.opError("close", ue)
+		}
 		return nil
 	}
 	var err error
@@ -493,7 +664,7 @@ func (c *Conn) CloseWrite() error {
 	}
 	c.flushLocked()
 	if err != nil {
-		return c.opError("close", mapError(err))
+		return c.opError("close", c.failureLocked(err))
 	}
 	return nil
 }

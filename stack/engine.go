@@ -69,6 +69,12 @@ type Stats struct {
 	// ConnectionLimitDrops counts SYNs dropped and Dials refused at
 	// MaxConnections.
 	ConnectionLimitDrops uint64
+	// UndeliveredCloses counts connections that ended (reset, timeout,
+	// MP_FASTCLOSE, a linger that ran out) with bytes the application
+	// wrote never acknowledged by the peer, and UndeliveredBytes those
+	// bytes (see UndeliveredError).
+	UndeliveredCloses uint64
+	UndeliveredBytes  uint64
 }
 
 type statCounters struct {
@@ -77,6 +83,8 @@ type statCounters struct {
 	malformed            atomic.Uint64
 	acceptQueueOverflows atomic.Uint64
 	connLimitDrops       atomic.Uint64
+	undeliveredCloses    atomic.Uint64
+	undeliveredBytes     atomic.Uint64
 }
 
 // Engine is a gVisor stack with mptund's TCP as transport protocol 6. Its
@@ -94,6 +102,9 @@ type Engine struct {
 	// connections with an ACK deferred to the end of the batch.
 	ackBatches ackBatches
 	tokens     *mptcp.Tokens
+	// mib counts the engine's MPTCP events (names of the kernel's
+	// MPTcpExt counters).
+	mib mptcp.MIB
 
 	mu      sync.Mutex // guards nextNIC, nics, closed
 	nextNIC tcpip.NICID
@@ -157,8 +168,18 @@ func (e *Engine) Stats() Stats {
 		Malformed:            e.stats.malformed.Load(),
 		AcceptQueueOverflows: e.stats.acceptQueueOverflows.Load(),
 		ConnectionLimitDrops: e.stats.connLimitDrops.Load(),
+		UndeliveredCloses:    e.stats.undeliveredCloses.Load(),
+		UndeliveredBytes:     e.stats.undeliveredBytes.Load(),
 	}
 }
+
+// MPTCPStats returns the engine's MPTCP counters by name, zeros
+// included; the names are the Linux kernel's MPTcpExt counters where the
+// kernel counts the same event (see mptcp.Counter).
+func (e *Engine) MPTCPStats() map[string]uint64 { return e.mib.Snapshot() }
+
+// MPTCPCounter returns one MPTCP counter.
+func (e *Engine) MPTCPCounter(c mptcp.Counter) uint64 { return e.mib.Get(c) }
 
 // AddNIC attaches a link endpoint (a TUN, or a simulated link in tests) as
 // a new NIC with the given addresses. For each address it adds the on-link

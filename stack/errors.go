@@ -2,6 +2,7 @@ package stack
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"syscall"
@@ -79,3 +80,31 @@ func opError(op string, local, remote net.Addr, err error) error {
 
 // errDeadline is what an operation returns when its deadline passed.
 var errDeadline error = os.ErrDeadlineExceeded
+
+// UndeliveredError reports bytes the application wrote that the peer
+// never acknowledged (for MPTCP: at the data level, RFC 8684 §3.3.2)
+// because the connection ended first: a reset, a timeout, MP_FASTCLOSE,
+// or a Close whose linger time ran out. Close, Write and CloseWrite
+// return it (inside a *net.OpError) once the connection has given up;
+// it wraps the reason, so errors.Is(err, syscall.ECONNRESET) and the like
+// still hold.
+type UndeliveredError struct {
+	// Bytes is how many written bytes were not acknowledged.
+	Bytes uint64
+	// Err is why the connection ended.
+	Err error
+}
+
+func (e *UndeliveredError) Error() string {
+	return fmt.Sprintf("%d bytes not delivered: %v", e.Bytes, e.Err)
+}
+
+// Unwrap returns the reason the connection ended.
+func (e *UndeliveredError) Unwrap() error { return e.Err }
+
+// UndeliveredBytes returns Bytes.
+func (e *UndeliveredError) UndeliveredBytes() uint64 { return e.Bytes }
+
+// ErrLingerTimeout is the reason of an UndeliveredError from a Close
+// whose linger time (SetLinger) passed before everything was delivered.
+var ErrLingerTimeout = errors.New("stack: linger time passed before the peer acknowledged everything")

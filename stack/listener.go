@@ -140,14 +140,32 @@ func (e *Engine) ListenTCP(network string, laddr *net.TCPAddr) (*Listener, error
 
 // newExtension is the tcp.Listener's extension factory: a SYN with
 // MP_CAPABLE gets an MPTCP connection (RFC 8684 §3.1), anything else plain
-// TCP. A SYN-cookie ACK (no SYN) is plain TCP: the MPTCP state of a cookie
-// handshake is not rebuilt. Called with l.mu held, from HandleSegment.
+// TCP; the ACK completing a SYN-cookie handshake rebuilds the MPTCP
+// connection from the keys MP_CAPABLE echoes there. A SYN with MP_JOIN is
+// refused with a RST: joins are routed by token to their connection, never
+// to a listener (§3.2; this engine accepts no joins yet). Called with l.mu
+// held, from HandleSegment.
 func (l *Listener) newExtension(_ tcp.FlowID, seg *tcp.Segment) (tcp.Extension, tcp.Verdict) {
 	c := l.cur
-	if c == nil || seg.Flags&tcp.FlagSYN == 0 {
+	if c == nil {
 		return nil, tcp.VerdictAccept
 	}
-	mc, sf, ok, err := mptcp.NewServer(c.mptcpConfig(), seg)
+	var (
+		mc  *mptcp.Conn
+		sf  *mptcp.Subflow
+		ok  bool
+		err error
+	)
+	if seg.Flags&tcp.FlagSYN == 0 {
+		mc, sf, ok, err = mptcp.NewServerFromCookie(c.mptcpConfig(), seg)
+	} else {
+		if mptcp.IsJoin(seg) {
+			l.eng.mib.Inc(mptcp.MPJoinSynRx)
+			l.eng.mib.Inc(mptcp.MPJoinRejected)
+			return nil, tcp.VerdictReset
+		}
+		mc, sf, ok, err = mptcp.NewServer(c.mptcpConfig(), seg)
+	}
 	if err != nil {
 		return nil, tcp.VerdictDrop // no unique key: the peer retries
 	}
@@ -342,6 +360,11 @@ func (le *listenerEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stac
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.dead {
+		// The listener was closed between its unlock and ours, and reset
+		// the connection: it must not be registered any more.
+		return
+	}
 	e.tcpStats.PassiveConnectionOpenings.Increment()
 	if terr := c.registerLocked(); terr != nil {
 		tep.Abort()

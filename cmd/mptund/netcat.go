@@ -39,13 +39,18 @@ const (
 	// copyBufSize is the size of each copy buffer (two for stdin, one
 	// for stdout).
 	copyBufSize = 128 << 10
-	// lingerClean bounds the wait for the closing handshake after both
-	// directions ended: our FIN must be acknowledged before the engine
-	// closes, or the engine would reset a connection the peer considers
-	// cleanly closed.
-	lingerClean = 5 * time.Second
+	// lingerClean bounds the wait, after both directions ended, for the
+	// peer to acknowledge every byte sent and our FIN (at the data level
+	// with MPTCP): Close lingers that long (stack.Conn.SetLinger) and
+	// fails, naming the bytes lost, if they were not all delivered.
+	lingerClean = 30 * time.Second
 	// lingerInterrupted is that bound after a signal or an error.
 	lingerInterrupted = time.Second
+	// closeWait bounds the wait for the closing handshake after that
+	// (TIME-WAIT: the peer's FIN received and ours acknowledged), so
+	// that the engine does not reset a connection the peer considers
+	// cleanly closed.
+	closeWait = 5 * time.Second
 	// tunWaitTimeout bounds the wait for the TUN's goroutines at exit.
 	tunWaitTimeout = 10 * time.Second
 )
@@ -466,13 +471,22 @@ func (s *session) serve(ctx context.Context, c *stack.Conn) error {
 	var sent, received atomic.Uint64
 	err := transfer(ctx, c, s.pump, s.stdout, s.buf, &sent, &received)
 	linger := lingerClean
-	if err != nil {
+	if err != nil || ctx.Err() != nil {
 		linger = lingerInterrupted
 	}
-	c.Close() // after a clean end: both FINs are out, this only releases
-	waitClosed(ctx, c, linger)
+	// Success means delivered: Close waits until the peer acknowledged
+	// every byte and our FIN, and says how many it did not.
+	c.SetLinger(int((linger + time.Second - 1) / time.Second))
+	if cerr := c.Close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	waitClosed(ctx, c, min(linger, closeWait))
 	cr.Duration = time.Since(cr.Start).Seconds()
 	cr.BytesSent, cr.BytesReceived = sent.Load(), received.Load()
+	var ue *stack.UndeliveredError
+	if errors.As(err, &ue) {
+		cr.BytesUndelivered = ue.Bytes
+	}
 	cr.State = c.State().String()
 	cr.TCP = c.Info()
 	ci := c.ConnInfo()
@@ -481,7 +495,11 @@ func (s *session) serve(ctx context.Context, c *stack.Conn) error {
 		cr.Error = err.Error()
 	}
 	s.report.addConn(cr)
-	s.logf("%v: done, %d bytes sent, %d received", cr.Remote, cr.BytesSent, cr.BytesReceived)
+	if err == nil {
+		s.logf("%v: done, %d bytes sent and acknowledged, %d received", cr.Remote, cr.BytesSent, cr.BytesReceived)
+	} else {
+		s.logf("%v: failed after %d bytes sent (%d not delivered), %d received: %v", cr.Remote, cr.BytesSent, cr.BytesUndelivered, cr.BytesReceived, err)
+	}
 	return err
 }
 

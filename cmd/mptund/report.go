@@ -54,6 +54,9 @@ type ConnReport struct {
 	// from the connection, written to stdout.
 	BytesSent     uint64 `json:"bytes_sent"`
 	BytesReceived uint64 `json:"bytes_received"`
+	// BytesUndelivered: sent bytes the peer never acknowledged (at the
+	// data level with MPTCP); non-zero only for a run that failed.
+	BytesUndelivered uint64 `json:"bytes_undelivered,omitempty"`
 	// State is the TCP state at the end ("TIME-WAIT" after a clean close).
 	State string   `json:"state"`
 	TCP   tcp.Info `json:"tcp"`

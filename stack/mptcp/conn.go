@@ -11,6 +11,7 @@ import (
 	"github.com/mptund/mptund/handshake"
 	"github.com/mptund/mptund/options"
 	"github.com/mptund/mptund/stack/tcp"
+	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 )
 
@@ -23,10 +24,11 @@ const (
 	// the connection is reset with MP_TCPRST "too much outstanding data"
 	// (RFC 8684 §3.6, reason 4).
 	DefaultDataAckTimeout = 2 * time.Minute
-	// dataFINRTOMin and dataFINRTOMax bound the DATA_FIN retransmission
-	// timer; it starts at the subflow's RTO and backs off exponentially.
-	dataFINRTOMin = 200 * time.Millisecond
-	dataFINRTOMax = 60 * time.Second
+	// rtxMin and rtxMax bound the data-level retransmission timer
+	// (retrans.go); it starts at the largest subflow RTO and backs off
+	// exponentially.
+	rtxMin = 200 * time.Millisecond
+	rtxMax = 60 * time.Second
 )
 
 // Errors reported by a Conn.
@@ -62,6 +64,8 @@ type Config struct {
 	// Notify receives the connection's readiness events (tcp.EventReadable,
 	// EventWritable, EventClosed, EventError, EventTimer) synchronously.
 	Notify func(tcp.Events)
+	// MIB is the engine-wide counter set (nil counts nothing).
+	MIB *MIB
 }
 
 // State is a connection's data-level state.
@@ -126,13 +130,16 @@ type Conn struct {
 	sndUna, sndNxt dsnmap.DSN
 	peerEdge       dsnmap.DSN // right edge of the peer's data-level window
 	// peerWndKnown: a Data ACK has told the window; before that only the
-	// subflow's own window limits sending.
+	// subflow's own window limits sending. peerMaxWnd is the largest
+	// window seen, for silly-window avoidance.
 	peerWndKnown bool
+	peerMaxWnd   uint64
 	finQueued    bool // the application closed for sending
 	finSent      bool // DATA_FIN signalled at least once
 	finAcked     bool
-	finRTO       time.Duration
-	finDeadline  tcpip.MonotonicTime
+	// rtx is the data-level retransmission timer (retrans.go): armed
+	// while data or the DATA_FIN is unacknowledged at the data level.
+	rtx rtxTimer
 	// ackStall is when the data level first fell behind the subflow
 	// level (for DataAckTimeout); zero when it is not behind.
 	ackStall tcpip.MonotonicTime
@@ -140,11 +147,16 @@ type Conn struct {
 	// Receive side; rx is nil until the peer's key is known.
 	rx         *dsnmap.Reassembler
 	lastAdvWnd int // window advertised by the last ACK, for window updates
+	// rcvFIN is the DSN of the peer's DATA_FIN once announced (rcvFINSet);
+	// it takes effect when the in-order stream reaches it (see noteFIN).
+	rcvFIN    dsnmap.DSN
+	rcvFINSet bool
 
-	err       error
-	appClosed bool // Close called: nothing more will be read
-	fastclose bool // sending MP_FASTCLOSE on the RSTs of our subflows
-	pending   tcp.Events
+	err         error
+	undelivered uint64 // Undelivered at the reset
+	appClosed   bool   // Close called: nothing more will be read
+	fastclose   bool   // sending MP_FASTCLOSE on the RSTs of our subflows
+	pending     tcp.Events
 
 	stats Stats
 }
@@ -165,12 +177,44 @@ type Stats struct {
 	// §3.6); LastTCPRstReason is the reason code of the latest.
 	TCPRstsRcvd      uint64
 	LastTCPRstReason uint8
+	// Retransmits counts data-level retransmissions (chunks re-sent with
+	// their original data sequence numbers, retrans.go) and RetransBytes
+	// their bytes; DataFINRetransmits the DATA_FIN re-signalled alone.
+	Retransmits        uint64
+	RetransBytes       uint64
+	DataFINRetransmits uint64
+	// Dropped* count data-level information ignored as out of window or
+	// inconsistent, never a reset (the peer retransmits at the data level
+	// what was dropped): bytes outside the receive window, bytes beyond
+	// the out-of-order bound, bytes after the DATA_FIN, Data ACKs for
+	// data never sent, DATA_FINs out of window or contradicting an
+	// earlier one, mappings on segments that carry no byte they map.
+	DroppedOutOfWindow uint64
+	DroppedOFOBytes    uint64
+	DroppedAfterFIN    uint64
+	IgnoredDataAcks    uint64
+	IgnoredDataFINs    uint64
+	IgnoredMappings    uint64
 }
 
 func newConn(cfg Config, client bool) (*Conn, error) {
 	if cfg.Clock == nil || cfg.Tokens == nil {
 		return nil, errors.New("mptcp: Config needs Clock and Tokens")
 	}
+	c := &Conn{cfg: cfg}
+	c.init(client)
+	key, err := c.cfg.Tokens.NewKey(c.cfg.Rand, c)
+	if err != nil {
+		return nil, err
+	}
+	c.setLocalKey(key)
+	c.tokenHeld = true
+	return c, nil
+}
+
+// init applies the defaults of c.cfg and sets up the send queue.
+func (c *Conn) init(client bool) {
+	cfg := &c.cfg
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
 	}
@@ -183,14 +227,7 @@ func newConn(cfg Config, client bool) (*Conn, error) {
 	if cfg.DataAckTimeout == 0 {
 		cfg.DataAckTimeout = DefaultDataAckTimeout
 	}
-	c := &Conn{cfg: cfg, client: client, checksums: cfg.Checksums, snd: newSendQueue(cfg.SendBuffer)}
-	key, err := cfg.Tokens.NewKey(cfg.Rand, c)
-	if err != nil {
-		return nil, err
-	}
-	c.setLocalKey(key)
-	c.tokenHeld = true
-	return c, nil
+	c.client, c.checksums, c.snd = client, cfg.Checksums, newSendQueue(cfg.SendBuffer)
 }
 
 func (c *Conn) setLocalKey(key uint64) {
@@ -218,6 +255,7 @@ func NewClient(cfg Config) (*Conn, *Subflow, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	cfg.MIB.Inc(MPCapableSYNTX)
 	return c, c.addSubflow(), nil
 }
 
@@ -263,8 +301,12 @@ func (c *Conn) doFallback(reason FallbackReason, s *Subflow) {
 	}
 	c.fallback = reason
 	switch reason {
-	case FallbackSynAckNoMPCapable, FallbackSynNoMPCapable, FallbackInfiniteMapping:
+	case FallbackSynAckNoMPCapable, FallbackSynNoMPCapable, FallbackAckNoMPCapable, FallbackInfiniteMapping:
+		// Fallen back at the handshake (plain TCP from the start, no
+		// option on any segment), or the peer fell back first.
 	default:
+		// After the handshake: the peer may still expect mappings; the
+		// infinite mapping tells it (§3.7).
 		s.sendInfinite = true
 	}
 	if c.rx == nil {
@@ -421,6 +463,7 @@ func (c *Conn) Abort() {
 	if c.fallback == FallbackNone && c.haveRemoteKey && c.state != StateHandshake {
 		c.fastclose = true
 		c.stats.FastclosesSent++
+		c.cfg.MIB.Inc(MPFastcloseTx)
 	}
 	c.reset(tcp.ErrAborted)
 }
@@ -430,7 +473,7 @@ func (c *Conn) reset(err error) {
 	if c.err == nil {
 		c.err = err
 	}
-	c.state = StateReset
+	c.die()
 	for _, s := range c.subflows {
 		if s.ep != nil && s.ep.State() != tcp.StateClosed {
 			s.ep.Abort()
@@ -439,6 +482,59 @@ func (c *Conn) reset(err error) {
 	c.releaseToken()
 	c.snd.Release()
 	c.notify(tcp.EventClosed | tcp.EventError | tcp.EventReadable | tcp.EventWritable)
+}
+
+// die moves to StateReset, recording what was written and never
+// acknowledged at the data level (see Undelivered).
+func (c *Conn) die() {
+	if c.state == StateReset {
+		return
+	}
+	c.undelivered = c.Undelivered()
+	c.state = StateReset
+	c.rtx.stop()
+	c.ackStall = tcpip.MonotonicTime{}
+}
+
+// Undelivered returns how many bytes the application wrote that the peer
+// has not acknowledged at the data level (RFC 8684 §3.3.2): queued,
+// in flight, or acknowledged only by a subflow. After a reset it is the
+// figure at the time of the reset. An unacknowledged DATA_FIN counts as
+// no byte: CloseWrite's success is reported by DataFINAcked.
+func (c *Conn) Undelivered() uint64 {
+	if c.state == StateReset {
+		return c.undelivered
+	}
+	return uint64(c.snd.Len())
+}
+
+// Delivered reports whether everything written, and the DATA_FIN if the
+// application closed for sending, was acknowledged at the data level
+// (after a fallback: by the subflow, FIN included).
+func (c *Conn) Delivered() bool {
+	if c.state == StateReset || c.snd.Len() > 0 {
+		return false
+	}
+	if !c.finQueued {
+		return true
+	}
+	if c.fallback != FallbackNone {
+		// Plain TCP: our FIN is acknowledged once the subflow left
+		// FIN-WAIT-1, CLOSING and LAST-ACK for good.
+		for _, s := range c.subflows {
+			if s.ep == nil {
+				continue
+			}
+			switch s.ep.State() {
+			case tcp.StateFinWait2, tcp.StateTimeWait:
+				return true
+			case tcp.StateClosed:
+				return s.ep.Err() == nil
+			}
+		}
+		return false
+	}
+	return c.finAcked
 }
 
 // activeSubflow returns the subflow to send on: the first established one.
@@ -477,14 +573,28 @@ func (c *Conn) push() {
 		// Chunks a whole number of segments long keep every segment full
 		// and TSO super-segments whole.
 		n := min(unsent, s.ep.ChunkSize(), s.ep.SendBufferFree())
+		probe := false
 		if c.fallback == FallbackNone && c.peerWndKnown {
 			// Window: the subflow also enforces the same window on its own
 			// sequence space; limiting here keeps data for other subflows
 			// (and the reinjection queue) at the connection level.
 			if w := int64(c.peerEdge - c.sndNxt); w < int64(n) {
 				n = int(max(w, 0))
-				if n == 0 && c.sndNxt == c.sndUna {
-					n = min(unsent, 1) // zero window: let the subflow probe
+				switch {
+				case c.sndNxt == c.sndUna:
+					// Nothing outstanding: send what fits, or one byte
+					// into a zero window, as a probe; the data-level
+					// retransmission timer repeats it until the window
+					// opens.
+					if n == 0 {
+						n, probe = min(unsent, 1), true
+					}
+				case n < min(s.ep.MSS(), int(c.peerMaxWnd/2)):
+					// Sender-side silly-window avoidance (RFC 9293
+					// §3.8.6.2.1) at the data level: a sliver of window
+					// waits for the acknowledgements in flight to open
+					// it further, rather than going out as tiny segments.
+					n = 0
 				}
 			}
 		}
@@ -497,30 +607,20 @@ func (c *Conn) push() {
 		if v == nil {
 			break
 		}
-		n = v.Size()
-		data := v.AsSlice()
-		var meta any
-		if c.fallback == FallbackNone {
-			ch := &chunk{dsn: c.sndNxt, len: uint16(n)}
-			if c.checksums {
-				ch.psum = partialSum(data)
-			}
-			meta = ch
-		}
-		if err := s.ep.EnqueueView(v, meta); err != nil {
+		if !c.enqueue(s, v, c.sndNxt) {
+			c.snd.Unhand(v.Size())
 			v.Release()
-			c.snd.Unhand(n)
 			break
 		}
-		if meta != nil {
-			s.txq = append(s.txq, txRecord{rel: 1 + s.enqueued, dsn: c.sndNxt, len: uint32(n)})
-		}
-		s.enqueued += uint32(n)
+		n = v.Size()
 		c.sndNxt += dsnmap.DSN(n)
 		c.stats.BytesSent += uint64(n)
-		if meta != nil {
-			c.stats.MappingsSent++
+		if probe {
+			c.cfg.MIB.Inc(WinProbe)
 		}
+	}
+	if c.sndNxt != c.sndUna {
+		c.rtx.arm(c)
 	}
 	if c.finQueued && c.sndNxt == c.sndUna+dsnmap.DSN(c.buffered()) {
 		if c.fallback != FallbackNone {
@@ -528,9 +628,7 @@ func (c *Conn) push() {
 		} else if !c.finSent {
 			c.finSent = true
 			c.stats.DataFINsSent++
-			c.finRTO = max(s.ep.Info().RTO, dataFINRTOMin)
-			c.finDeadline = c.cfg.Clock.NowMonotonic().Add(c.finRTO)
-			c.notify(tcp.EventTimer)
+			c.rtx.arm(c)
 			if c.state == StateEstablished {
 				c.state = StateClosing
 			}
@@ -539,26 +637,67 @@ func (c *Conn) push() {
 	}
 }
 
+// enqueue hands the bytes of v, which start at data sequence number dsn,
+// to subflow s as one chunk with its mapping, and records the mapping for
+// the subflow's acknowledgement tracking. It reports false (v still the
+// caller's) when the subflow refused the chunk.
+func (c *Conn) enqueue(s *Subflow, v *buffer.View, dsn dsnmap.DSN) bool {
+	n := v.Size()
+	var meta any
+	if c.fallback == FallbackNone {
+		ch := &chunk{dsn: dsn, len: uint16(n)}
+		if c.checksums {
+			ch.psum = partialSum(v.AsSlice())
+		}
+		meta = ch
+	}
+	if err := s.ep.EnqueueView(v, meta); err != nil {
+		return false
+	}
+	if meta != nil {
+		s.txq = append(s.txq, txRecord{rel: 1 + s.enqueued, dsn: dsn, len: uint32(n)})
+		c.stats.MappingsSent++
+	}
+	s.enqueued += uint32(n)
+	return true
+}
+
 // dataFIN returns the DSN of our DATA_FIN: right after the last byte.
 func (c *Conn) dataFIN() dsnmap.DSN { return c.sndUna + dsnmap.DSN(c.buffered()) }
 
-// onDataAck processes a Data ACK (already expanded to 64 bits).
+// outstanding reports whether anything sent is unacknowledged at the data
+// level: data, or the DATA_FIN.
+func (c *Conn) outstanding() bool {
+	return c.sndNxt != c.sndUna || (c.finSent && !c.finAcked)
+}
+
+// onDataAck processes a Data ACK (already expanded to 64 bits) and the
+// window that came with it (RFC 8684 §3.3.2, §3.3.4). A Data ACK for data
+// never sent is ignored and counted, never a reset: it may be forged, and
+// the kernel ignores it too.
 func (c *Conn) onDataAck(ack dsnmap.DSN, wnd uint64) {
 	c.stats.DataAcksReceived++
 	limit := c.sndNxt
 	if c.finSent {
 		limit = c.dataFIN() + 1
 	}
-	if int64(ack-c.sndUna) < 0 || int64(ack-limit) > 0 {
-		return // old, or acknowledges what was never sent: ignore
+	if int64(ack-limit) > 0 {
+		c.stats.IgnoredDataAcks++
+		c.cfg.MIB.Inc(DataAckInvalid)
+		return
+	}
+	if int64(ack-c.sndUna) < 0 {
+		return // old (reordered): nothing new, and its window is stale
 	}
 	if edge := ack + dsnmap.DSN(wnd); !c.peerWndKnown || int64(edge-c.peerEdge) > 0 {
 		c.peerEdge, c.peerWndKnown = edge, true
 	}
+	c.peerMaxWnd = max(c.peerMaxWnd, wnd)
+	progress := false
 	if c.finSent && ack == c.dataFIN()+1 {
 		if !c.finAcked {
 			c.finAcked = true
-			c.finDeadline = tcpip.MonotonicTime{}
+			progress = true
 		}
 		ack--
 	}
@@ -568,6 +707,10 @@ func (c *Conn) onDataAck(ack dsnmap.DSN, wnd uint64) {
 		c.stats.BytesAcked += uint64(n)
 		c.ackStall = tcpip.MonotonicTime{}
 		c.notify(tcp.EventWritable)
+		progress = true
+	}
+	if progress {
+		c.rtx.progress(c)
 	}
 }
 
@@ -601,6 +744,8 @@ func (c *Conn) Update() {
 				c.rx.SetFIN(s.fbRcvBase + dsnmap.DSN(s.rcvRel))
 				c.notify(tcp.EventReadable)
 			}
+		} else {
+			s.noteAcked()
 		}
 		if st == tcp.StateClosed && c.fallback != FallbackNone && s.ep.Err() == nil && c.state != StateReset {
 			c.state = StateClosed
@@ -611,7 +756,7 @@ func (c *Conn) Update() {
 					err = ErrFastclose
 				}
 				c.err = err
-				c.state = StateReset
+				c.die()
 				c.releaseToken()
 				c.notify(tcp.EventClosed | tcp.EventError | tcp.EventReadable | tcp.EventWritable)
 			}
@@ -624,6 +769,7 @@ func (c *Conn) Update() {
 	c.checkDataAckStall()
 	if c.dataDone() && c.state != StateClosed {
 		c.state = StateClosed
+		c.rtx.stop()
 		c.releaseToken()
 		// Both DATA_FINs are acknowledged: close the subflows (FIN), as
 		// the kernel does once the data level is finished.
@@ -666,13 +812,16 @@ func (c *Conn) dataDone() bool {
 // checkDataAckStall resets the connection when the subflows acknowledged
 // data that the data level has not for longer than DataAckTimeout: the
 // peer holds our data without delivering it (RFC 8684 §3.6 reason 4).
+// The data-level retransmission timer has re-sent the oldest data (and so
+// asked for a fresh Data ACK) several times by then.
 func (c *Conn) checkDataAckStall() {
 	if c.cfg.DataAckTimeout < 0 || c.fallback != FallbackNone {
+		c.ackStall = tcpip.MonotonicTime{}
 		return
 	}
 	behind := false
 	for _, s := range c.subflows {
-		if s.ep != nil && s.ep.State() >= tcp.StateEstablished && s.ackedBeyond(c.sndUna) {
+		if s.ep != nil && s.ep.State() >= tcp.StateEstablished && int64(s.lastAckedTop-c.sndUna) > 0 {
 			behind = true
 		}
 	}
@@ -685,19 +834,20 @@ func (c *Conn) checkDataAckStall() {
 		c.notify(tcp.EventTimer)
 	case now.Sub(c.ackStall) >= c.cfg.DataAckTimeout:
 		for _, s := range c.subflows {
-			s.rstReason = uint8(0x4) // too much outstanding data
+			s.rstReason = options.RstReasonTooMuchOutstanding
 		}
+		c.cfg.MIB.Inc(DataAckStallReset)
 		c.reset(ErrDataAckTimeout)
 	}
 }
 
-// NextDeadline returns the connection's earliest timer (DATA_FIN
+// NextDeadline returns the connection's earliest timer (data-level
 // retransmission, data-level acknowledgement bound), not the subflows'.
 func (c *Conn) NextDeadline() (tcpip.MonotonicTime, bool) {
 	var at tcpip.MonotonicTime
 	ok := false
-	if c.finSent && !c.finAcked && c.state != StateReset && c.finDeadline != (tcpip.MonotonicTime{}) {
-		at, ok = c.finDeadline, true
+	if c.rtx.armed && c.state != StateReset {
+		at, ok = c.rtx.at, true
 	}
 	if c.ackStall != (tcpip.MonotonicTime{}) && c.cfg.DataAckTimeout > 0 {
 		if t := c.ackStall.Add(c.cfg.DataAckTimeout); !ok || t.Before(at) {
@@ -710,14 +860,12 @@ func (c *Conn) NextDeadline() (tcpip.MonotonicTime, bool) {
 // HandleTimers runs the connection's expired timers.
 func (c *Conn) HandleTimers() {
 	defer c.flush()
+	if c.state == StateReset {
+		return
+	}
 	now := c.cfg.Clock.NowMonotonic()
-	if c.finSent && !c.finAcked && c.state != StateReset && c.finDeadline != (tcpip.MonotonicTime{}) && !now.Before(c.finDeadline) {
-		if s := c.activeSubflow(); s != nil {
-			s.ep.SendAck()
-		}
-		c.finRTO = min(2*c.finRTO, dataFINRTOMax)
-		c.finDeadline = now.Add(c.finRTO)
-		c.notify(tcp.EventTimer)
+	if c.rtx.due(now) {
+		c.onRetransmitTimer(now)
 	}
 	c.checkDataAckStall()
 }
@@ -744,7 +892,41 @@ func NewServer(cfg Config, syn *tcp.Segment) (c *Conn, s *Subflow, ok bool, err 
 	if err != nil {
 		return nil, nil, false, err
 	}
+	cfg.MIB.Inc(MPCapableSYNRX)
 	c.peerNoNewToSource = p.mpc.Flags&options.CapableFlagNoNewSubflowsToSource != 0
+	return c, c.addSubflow(), true, nil
+}
+
+// NewServerFromCookie rebuilds the connection of a passive opener from
+// the ACK that completes a SYN-cookie handshake: a listener under a SYN
+// flood keeps no state for a SYN, and MP_CAPABLE's third ACK repeats both
+// keys precisely so that it need not (RFC 8684 §3.1; Linux rebuilds its
+// request the same way). Our key is the one the ACK echoes, which the
+// cookie SYN/ACK carried. It returns ok false, and nothing else, when the
+// ACK has no usable MP_CAPABLE, or when that key's token is in use by
+// another connection: the connection is then plain TCP.
+func NewServerFromCookie(cfg Config, ack *tcp.Segment) (c *Conn, s *Subflow, ok bool, err error) {
+	var p parsed
+	parseOptions(ack, &p)
+	if !p.hasMPC || (p.mpc.Form != options.CapableACK && p.mpc.Form != options.CapableACKData) || !usableCapable(&p.mpc) {
+		return nil, nil, false, nil
+	}
+	if cfg.Clock == nil || cfg.Tokens == nil {
+		return nil, nil, false, errors.New("mptcp: Config needs Clock and Tokens")
+	}
+	if p.mpc.Flags&options.CapableFlagChecksum != 0 {
+		cfg.Checksums = true
+	}
+	c = &Conn{cfg: cfg}
+	c.init(false)
+	if !cfg.Tokens.Claim(handshake.Token(p.mpc.ReceiverKey), c) {
+		return nil, nil, false, nil
+	}
+	c.setLocalKey(p.mpc.ReceiverKey)
+	c.tokenHeld = true
+	c.setRemoteKey(p.mpc.SenderKey)
+	c.peerNoNewToSource = p.mpc.Flags&options.CapableFlagNoNewSubflowsToSource != 0
+	cfg.MIB.Inc(MPCapableSYNCookie)
 	return c, c.addSubflow(), true, nil
 }
 

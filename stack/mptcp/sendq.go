@@ -81,6 +81,30 @@ func (q *sendQueue) Next(max int) *buffer.View {
 	return nil
 }
 
+// At returns a reference to at most max bytes starting off bytes after
+// the oldest byte held (never more than one chunk), for a retransmission
+// of bytes already handed out; nil if off is not held. The caller owns the
+// returned view.
+func (q *sendQueue) At(off, max int) *buffer.View {
+	if off < 0 || max <= 0 {
+		return nil
+	}
+	for i := q.head; i < len(q.chunks); i++ {
+		c := &q.chunks[i]
+		size := c.v.Size()
+		if off >= size {
+			off -= size
+			continue
+		}
+		c.sealed = true
+		v := c.v.Clone()
+		v.TrimFront(off)
+		v.CapLength(min(size-off, max))
+		return v
+	}
+	return nil
+}
+
 // Unhand returns the last k bytes handed out by Next to the unsent part.
 func (q *sendQueue) Unhand(k int) {
 	for i := len(q.chunks) - 1; i >= q.head && k > 0; i-- {

@@ -28,6 +28,7 @@ type simPair struct {
 	server *Conn
 	ssf    *Subflow // the server's subflow, until its endpoint is accepted
 	tokens *Tokens
+	mib    *MIB
 }
 
 func newSimPair(t *testing.T, link simnet.LinkConfig, clientCsum, serverCsum bool) *simPair {
@@ -40,12 +41,12 @@ func newSimPairTap(t *testing.T, link simnet.LinkConfig, tap func(*simnet.Packet
 
 func newSimPairOpts(t *testing.T, link simnet.LinkConfig, clientCsum, serverCsum bool, tap func(*simnet.Packet) bool) *simPair {
 	t.Helper()
-	p := &simPair{t: t, net: simnet.New(1), tokens: NewTokens()}
+	p := &simPair{t: t, net: simnet.New(1), tokens: NewTokens(), mib: new(MIB)}
 	p.net.Tap = tap
 	a, b := p.net.AddHost(simA), p.net.AddHost(simB)
 	p.net.Connect(simA, simB, link, link)
 	cfg := func(csum bool) Config {
-		return Config{Clock: p.net.Clock, Tokens: p.tokens, Checksums: csum, Rand: rand.NewChaCha8([32]byte{byte(len(p.tokens.m))})}
+		return Config{Clock: p.net.Clock, Tokens: p.tokens, Checksums: csum, Rand: rand.NewChaCha8([32]byte{byte(len(p.tokens.m))}), MIB: p.mib}
 	}
 	tcfg := tcp.Config{MSS: 1460}
 	_, err := b.Listen(80, tcp.ListenerConfig{Config: tcfg, Backlog: 8, NewExtension: func(_ tcp.FlowID, seg *tcp.Segment) (tcp.Extension, tcp.Verdict) {

@@ -28,6 +28,9 @@ type Subflow struct {
 	rxmap      *dsnmap.RxMap
 	rcvRel     uint32 // relative sequence after the last delivered byte
 	sawMapping bool
+	// sawDSS: a DSS arrived from the peer on this subflow after the
+	// handshake, so its options are not being stripped.
+	sawDSS bool
 
 	// txq records the chunks mapped onto this subflow, oldest first, to
 	// tell how far the subflow's acknowledgement reaches in data space.
@@ -40,9 +43,12 @@ type Subflow struct {
 	// After a fallback: DSN = base + relative subflow sequence.
 	fbRcvBase, fbSndBase dsnmap.DSN
 	rxViaMap             bool // fallback by infinite mapping: the map still routes
-	// sendInfinite: after a fallback the peer may not know of, data
-	// segments carry the infinite mapping.
+	// sendInfinite: after a fallback the peer may not know of, the first
+	// data segment carries the infinite mapping (RFC 8684 §3.7), and so
+	// does every retransmission of it (infRel, once infSent).
 	sendInfinite bool
+	infSent      bool
+	infRel       uint32
 
 	finRcvd       bool
 	closing       bool
@@ -122,10 +128,16 @@ func (s *Subflow) ackedBeyond(dsn dsnmap.DSN) bool {
 func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options.Option) []options.Option {
 	c := s.c
 	if c.fallback != FallbackNone {
-		if s.sendInfinite && info.Len > 0 && info.Flags&header.TCPFlagRst == 0 {
+		if s.sendInfinite && info.Len > 0 && info.Flags&header.TCPFlagRst == 0 &&
+			(!s.infSent || info.RelSeq == s.infRel) {
 			// Tell a peer that may still expect mappings that everything
 			// from here on maps one to one (the infinite mapping, RFC 8684
-			// §3.7), on every data segment: any of them may be lost.
+			// §3.7): once, on the first data segment after the fallback,
+			// and again only if that segment is retransmitted.
+			if !s.infSent {
+				s.infSent, s.infRel = true, info.RelSeq
+				c.cfg.MIB.Inc(InfiniteMapTx)
+			}
 			s.dss = options.DSS{HasMapping: true, DSN64: true,
 				DSN: uint64(s.fbSndBase + dsnmap.DSN(info.RelSeq)), SubflowSeq: info.RelSeq, HasChecksum: c.checksums}
 			return append(dst, &s.dss)
@@ -142,6 +154,7 @@ func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options
 		if c.haveRemoteKey {
 			s.rst = options.MPTCPRst{Reason: s.rstReason}
 			dst = append(dst, &s.rst)
+			c.cfg.MIB.Inc(MPRstTx)
 		}
 		return dst
 	case flags&header.TCPFlagSyn != 0 && flags&header.TCPFlagAck == 0:
@@ -225,60 +238,100 @@ type parsed struct {
 	hasDSS       bool
 	hasFastclose bool
 	hasRst       bool
+	hasJoin      bool
+	// ignored counts options that were malformed or repeated.
+	ignored int
 }
 
 func parseOptions(seg *tcp.Segment, p *parsed) {
 	for _, raw := range seg.Options.MPTCPOptions() {
 		st, err := options.PeekSubtype(raw)
 		if err != nil {
-			continue // malformed: ignored, as Linux does
+			p.ignored++ // malformed: ignored, as Linux does
+			continue
 		}
 		switch st {
 		case options.SubtypeMPCapable:
-			if m, err := options.ParseMPCapable(raw); err == nil && !p.hasMPC {
+			// A version above 1 is parsed as version 1 (the SYN's version
+			// is the highest the sender supports, RFC 8684 §3.1).
+			if m, err := options.ParseMPCapable(raw); (err == nil || (err == options.ErrBadVersion && m.Version > 1)) && !p.hasMPC {
 				p.mpc, p.hasMPC = m, true
+			} else {
+				p.ignored++
 			}
 		case options.SubtypeDSS:
 			if d, err := options.ParseDSS(raw); err == nil && !p.hasDSS {
 				p.dss, p.hasDSS = d, true
+			} else {
+				p.ignored++
 			}
+		case options.SubtypeMPJoin:
+			p.hasJoin = true
 		case options.SubtypeMPFastclose:
 			if f, err := options.ParseMPFastclose(raw); err == nil {
 				p.fc, p.hasFastclose = f, true
+			} else {
+				p.ignored++
 			}
 		case options.SubtypeMPTCPRst:
 			if r, err := options.ParseMPTCPRst(raw); err == nil {
 				p.rst, p.hasRst = r, true
+			} else {
+				p.ignored++
 			}
 		}
 	}
 }
 
-// usableCapable reports whether m is an MP_CAPABLE we accept: version 1,
-// HMAC-SHA256 (RFC 8684 §3.1; Linux ignores the option otherwise).
-func usableCapable(m *options.MPCapable) bool {
-	return m.Version == 1 && m.Flags&options.CapableFlagHMACSHA256 != 0 && m.Flags&options.CapableFlagExtensibility == 0
+// IsJoin reports whether seg carries an MP_JOIN option (RFC 8684 §3.2).
+func IsJoin(seg *tcp.Segment) bool {
+	for _, raw := range seg.Options.MPTCPOptions() {
+		if st, err := options.PeekSubtype(raw); err == nil && st == options.SubtypeMPJoin {
+			return true
+		}
+	}
+	return false
 }
 
-// Incoming implements tcp.Extension.
+// usableCapable reports whether m is an MP_CAPABLE we accept: HMAC-SHA256
+// and no extensibility flag (RFC 8684 §3.1; Linux ignores the option
+// otherwise), version 1 (or, on a SYN, any higher version: we answer with
+// version 1, the highest we support, as §3.1 has the listener do).
+func usableCapable(m *options.MPCapable) bool {
+	if m.Flags&options.CapableFlagHMACSHA256 == 0 || m.Flags&options.CapableFlagExtensibility != 0 {
+		return false
+	}
+	return m.Version == 1 || (m.Form == options.CapableSYN && m.Version > 1)
+}
+
+// Incoming implements tcp.Extension. It decides what the segment's MPTCP
+// options mean for the connection. Nothing a peer (or an attacker on the
+// path) puts in the options of an acceptable segment resets the
+// connection unless RFC 8684 leaves no other way: data-level information
+// outside the data-level window is ignored and counted, as Linux does.
 func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 	c := s.c
 	var p parsed
 	parseOptions(seg, &p)
-	if p.hasRst && seg.Flags&header.TCPFlagRst != 0 {
-		c.stats.TCPRstsRcvd++
-		c.stats.LastTCPRstReason = p.rst.Reason
-	}
-	if c.fallback != FallbackNone && !s.rxViaMap {
-		return tcp.VerdictAccept
+	if p.ignored > 0 {
+		c.cfg.MIB.Add(OptionIgnored, uint64(p.ignored))
 	}
 	ack := seg.Flags&header.TCPFlagAck != 0
 	syn := seg.Flags&header.TCPFlagSyn != 0
 	rst := seg.Flags&header.TCPFlagRst != 0
+	if p.hasRst && rst {
+		c.stats.TCPRstsRcvd++
+		c.stats.LastTCPRstReason = p.rst.Reason
+		c.cfg.MIB.Inc(MPRstRx)
+	}
+	if c.fallback != FallbackNone && !s.rxViaMap {
+		return tcp.VerdictAccept
+	}
 	switch state {
 	case tcp.StateSynSent:
 		if syn && ack {
-			if p.hasMPC && p.mpc.Form == options.CapableSYNACK && usableCapable(&p.mpc) {
+			if p.hasMPC && p.mpc.Form == options.CapableSYNACK && p.mpc.Version == 1 && usableCapable(&p.mpc) {
+				c.cfg.MIB.Inc(MPCapableSYNACKRX)
 				c.setRemoteKey(p.mpc.SenderKey)
 				c.peerNoNewToSource = p.mpc.Flags&options.CapableFlagNoNewSubflowsToSource != 0
 				if p.mpc.Flags&options.CapableFlagChecksum != 0 {
@@ -286,6 +339,7 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 					s.rxmap = dsnmap.NewRxMap(c.rxMapLimit(), true)
 				}
 			} else {
+				c.cfg.MIB.Inc(MPCapableFallbackSYNACK)
 				c.doFallback(FallbackSynAckNoMPCapable, s)
 			}
 		}
@@ -293,7 +347,7 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 	case tcp.StateSynRcvd:
 		if ack && !syn && !rst {
 			switch {
-			case p.hasMPC && (p.mpc.Form == options.CapableACK || p.mpc.Form == options.CapableACKData):
+			case p.hasMPC && (p.mpc.Form == options.CapableACK || p.mpc.Form == options.CapableACKData) && usableCapable(&p.mpc):
 				if p.mpc.ReceiverKey != c.localKey || (c.haveRemoteKey && p.mpc.SenderKey != c.remoteKey) {
 					s.rstReason = options.RstReasonMPTCPError
 					return tcp.VerdictReset
@@ -301,36 +355,53 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 				if !c.haveRemoteKey {
 					c.setRemoteKey(p.mpc.SenderKey)
 				}
+				c.cfg.MIB.Inc(MPCapableACKRX)
 				c.fullyEstablished = true
-			case p.hasDSS:
+			case p.hasDSS && c.haveRemoteKey:
+				// A cookie handshake rebuilt the keys from an earlier ACK.
 				c.fullyEstablished = true
 			default:
+				// No MP_CAPABLE on the ACK completing the handshake: the
+				// path strips it, or the peer's key never arrived (a DSS
+				// without it cannot be used). Plain TCP, as Linux does.
+				c.cfg.MIB.Inc(MPCapableFallbackACK)
+				if p.hasDSS {
+					c.cfg.MIB.Inc(FallbackNoKey)
+				}
 				c.doFallback(FallbackAckNoMPCapable, s)
 				return tcp.VerdictAccept
 			}
 		}
 	}
 	if rst {
-		if p.hasFastclose && c.haveRemoteKey && p.fc.Key == c.localKey {
-			s.fastcloseRcvd = true
-			c.stats.FastclosesRcvd++
+		if p.hasFastclose && c.haveRemoteKey {
+			if p.fc.Key == c.localKey {
+				s.fastcloseRcvd = true
+				c.stats.FastclosesRcvd++
+				c.cfg.MIB.Inc(MPFastcloseRx)
+			} else {
+				c.cfg.MIB.Inc(MPFastcloseBadKey)
+			}
 		}
 		return tcp.VerdictAccept
 	}
-	if p.hasFastclose {
-		if c.haveRemoteKey && p.fc.Key == c.localKey {
+	if p.hasFastclose && c.haveRemoteKey {
+		if p.fc.Key == c.localKey {
 			// MP_FASTCLOSE on an ACK (§3.5): the whole connection is gone;
 			// answer with a RST.
 			s.fastcloseRcvd = true
 			c.stats.FastclosesRcvd++
+			c.cfg.MIB.Inc(MPFastcloseRx)
 			s.pendingErr = ErrFastclose
 			return tcp.VerdictReset
 		}
+		c.cfg.MIB.Inc(MPFastcloseBadKey)
 	}
-	if !c.haveRemoteKey {
+	if !c.haveRemoteKey || c.state == StateReset {
 		return tcp.VerdictAccept
 	}
-	if p.hasMPC && p.mpc.Form == options.CapableACKData && !c.client && len(seg.Payload) > 0 {
+	mpcData := p.hasMPC && p.mpc.Form == options.CapableACKData
+	if mpcData && !c.client && len(seg.Payload) > 0 {
 		// The client's first data, mapped by MP_CAPABLE (§3.1): DSN is
 		// the client's IDSN+1, subflow sequence 1.
 		c.fullyEstablished = true
@@ -338,27 +409,28 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 		if p.mpc.HasChecksum {
 			m.Checksum = p.mpc.Checksum
 		}
-		if err := s.addMapping(m); err != nil {
+		if err := s.segmentMapping(seg, m); err != nil {
 			return tcp.VerdictReset
 		}
 	}
-	if !p.hasDSS && ack && s.ep != nil && s.enqueued > 0 && len(c.subflows) == 1 &&
-		int32(uint32(seg.Ack-s.ep.ISS())-1) > 0 && !(p.hasMPC && p.mpc.Form == options.CapableACKData) {
-		// An acknowledgement of our data without a Data ACK: the path
-		// strips MPTCP options, so the first subflow falls back to plain
-		// TCP (RFC 8684 §3.7).
+	if !p.hasDSS && ack && !mpcData && s.fallbackEvidence(seg) {
+		// Our data acknowledged without a Data ACK, by a peer that never
+		// sent a DSS: the path strips MPTCP options, so the first subflow
+		// falls back to plain TCP (RFC 8684 §3.7).
+		c.cfg.MIB.Inc(DssFallback)
 		c.doFallback(FallbackAckNoDSS, s)
 		return tcp.VerdictAccept
 	}
 	if !p.hasDSS {
-		if len(seg.Payload) > 0 && !s.sawMapping && state >= tcp.StateEstablished && len(c.subflows) == 1 &&
-			!(p.hasMPC && p.mpc.Form == options.CapableACKData) {
+		if len(seg.Payload) > 0 && !s.sawMapping && state >= tcp.StateEstablished && len(c.subflows) == 1 && !mpcData {
 			// Data nobody mapped before any mapping: the path strips
 			// MPTCP options (§3.7). Fall back to plain TCP.
+			c.cfg.MIB.Inc(DssFallback)
 			c.doFallback(FallbackDataNoDSS, s)
 		}
 		return tcp.VerdictAccept
 	}
+	s.sawDSS = true
 	d := &p.dss
 	if c.client {
 		c.fullyEstablished = true
@@ -366,7 +438,7 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 	if d.HasDataAck {
 		ackDSN := dsnmap.DSN(d.DataAck)
 		if !d.DataAck64 {
-			ackDSN = dsnmap.Expand(uint32(d.DataAck), c.sndNxt)
+			ackDSN = dsnmap.Expand(uint32(d.DataAck), c.sndUna)
 		}
 		wnd := uint64(seg.Window)
 		if !syn && s.ep != nil {
@@ -382,28 +454,105 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 		m := dsnmap.Mapping{DSN: dsn, SubflowSeq: d.SubflowSeq, Len: d.DataLen, DataFIN: d.DataFIN, Checksum: d.Checksum}
 		switch {
 		case m.Infinite():
+			if len(seg.Payload) == 0 {
+				// An infinite mapping describes the segment's data; on a
+				// segment without any it means nothing (Linux looks at
+				// mappings only on data).
+				c.ignoreMapping()
+				break
+			}
+			c.cfg.MIB.Inc(InfiniteMapRx)
 			if c.fallback == FallbackNone {
 				s.rxViaMap = true
 				c.doFallback(FallbackInfiniteMapping, s)
 			}
+			m.SubflowSeq = s.payloadRel(seg)
 			if err := s.addMapping(m); err != nil {
 				return tcp.VerdictReset
 			}
-		case m.FINOnly():
-			if err := c.rx.SetFIN(m.DSN); err != nil {
-				s.rstReason = options.RstReasonMPTCPError
-				s.pendingErr = ErrProtocol
-				return tcp.VerdictReset
+		case len(seg.Payload) == 0:
+			// A mapping on a segment without payload describes no byte of
+			// it: only a DATA_FIN it carries counts (§3.3.3; a bare
+			// DATA_FIN is {subflow seq 0, length 1}).
+			if m.DataFIN {
+				c.noteFIN(m.DSN+dsnmap.DSN(m.Len)-1, s)
+			} else {
+				c.ignoreMapping()
 			}
-			s.ackNeeded = true
-			c.notify(tcp.EventReadable)
 		default:
-			if err := s.addMapping(m); err != nil {
+			if err := s.segmentMapping(seg, m); err != nil {
 				return tcp.VerdictReset
 			}
 		}
 	}
 	return tcp.VerdictAccept
+}
+
+// payloadRel returns the relative subflow sequence number of seg's first
+// payload byte.
+func (s *Subflow) payloadRel(seg *tcp.Segment) uint32 {
+	rel := uint32(seg.Seq - s.ep.IRS())
+	if seg.Flags&header.TCPFlagSyn != 0 {
+		rel++
+	}
+	return rel
+}
+
+// segmentMapping records a mapping that arrived on a segment with
+// payload. A mapping describes bytes of the segment that carries it
+// (RFC 8684 §3.3.1; Linux's validate_mapping): one that covers none of
+// them is ignored and counted, and so is any mapping on a segment whose
+// payload was all delivered before (a retransmission, or a forgery on an
+// old sequence number: nothing of it reaches the data level).
+func (s *Subflow) segmentMapping(seg *tcp.Segment, m dsnmap.Mapping) error {
+	c := s.c
+	start := s.payloadRel(seg)
+	end := start + uint32(len(seg.Payload))
+	if s.ep != nil && !seqBefore(s.rcvRel, end) {
+		return nil // every byte of it was delivered already
+	}
+	mEnd := m.SubflowSeq + m.PayloadLen()
+	if m.PayloadLen() == 0 || !seqBefore(m.SubflowSeq, end) || !seqBefore(start, mEnd) {
+		if m.DataFIN {
+			c.noteFIN(m.DSN+dsnmap.DSN(m.Len)-1, s)
+		}
+		c.ignoreMapping()
+		return nil
+	}
+	if err := s.addMapping(m); err != nil {
+		return err
+	}
+	if m.DataFIN {
+		c.noteFIN(m.DSN+dsnmap.DSN(m.PayloadLen()), s)
+	}
+	return nil
+}
+
+func seqBefore(a, b uint32) bool { return int32(a-b) < 0 }
+
+// ignoreMapping counts a mapping that describes nothing usable.
+func (c *Conn) ignoreMapping() {
+	c.stats.IgnoredMappings++
+	c.cfg.MIB.Inc(DSSNoPayload)
+}
+
+// fallbackEvidence reports whether seg, an ACK without any DSS, shows
+// that the path strips MPTCP options from the peer's segments: it
+// acknowledges data bytes of ours not acknowledged before, and the peer
+// never sent a DSS on this, the connection's only subflow. An ACK that
+// covers nothing new, or only our FIN (a peer's subflow in TIME-WAIT
+// answers without options), is no evidence.
+func (s *Subflow) fallbackEvidence(seg *tcp.Segment) bool {
+	c := s.c
+	if s.ep == nil || s.sawDSS || len(c.subflows) != 1 || s.enqueued == 0 || c.state >= StateClosed {
+		return false
+	}
+	ackRel := uint32(seg.Ack - s.ep.ISS())
+	dataEnd := 1 + s.enqueued // relative sequence after our last data byte
+	if seqBefore(dataEnd, ackRel) {
+		ackRel = dataEnd // the part acknowledging our FIN does not count
+	}
+	return seqBefore(s.ep.SndUnaRel(), ackRel)
 }
 
 // addMapping records a received mapping; a conflict resets the subflow
@@ -412,6 +561,9 @@ func (s *Subflow) addMapping(m dsnmap.Mapping) error {
 	s.sawMapping = true
 	s.c.stats.MappingsReceived++
 	if err := s.rxmap.Add(m); err != nil {
+		if errors.Is(err, dsnmap.ErrMappingConflict) || errors.Is(err, dsnmap.ErrStaleMapping) {
+			s.c.cfg.MIB.Inc(DSSNotMatching)
+		}
 		s.rstReason = options.RstReasonMPTCPError
 		s.pendingErr = fmt.Errorf("%w: mapping %v: %v", ErrProtocol, m, err)
 		return err
@@ -437,11 +589,13 @@ func (s *Subflow) Deliver(relSeq uint32, data []byte) {
 	case err == nil:
 	case errors.Is(err, dsnmap.ErrNoMapping) && !s.sawMapping && len(c.subflows) == 1:
 		// Unmapped data before any mapping: options stripped (§3.7).
+		c.cfg.MIB.Inc(DssFallback)
 		c.doFallback(FallbackDataNoDSS, s)
 		s.fbRcvBase = c.rx.Next() - dsnmap.DSN(relSeq)
 		s.insert(dsnmap.Piece{DSN: c.rx.Next(), Data: data})
 	case errors.Is(err, dsnmap.ErrChecksum):
 		c.stats.ChecksumErrors++
+		c.cfg.MIB.Inc(DataCsumErr)
 		s.rstReason = options.RstReasonMiddlebox
 		s.pendingErr = ErrProtocol
 	default:
@@ -450,22 +604,103 @@ func (s *Subflow) Deliver(relSeq uint32, data []byte) {
 	}
 }
 
+// insert places a piece in the connection's reassembler. What the
+// reassembler refuses (outside the window, beyond its bound on
+// out-of-order ranges, after the DATA_FIN) is dropped and counted, never a
+// reset: the peer still holds it unacknowledged at the data level and
+// retransmits it (Linux counts NoDSSInWindow and carries on).
 func (s *Subflow) insert(p dsnmap.Piece) {
 	c := s.c
-	n, err := c.rx.Insert(p)
+	n, err := c.rx.Insert(dsnmap.Piece{DSN: p.DSN, Data: p.Data})
 	if err != nil {
-		s.rstReason = options.RstReasonMPTCPError
-		s.pendingErr = fmt.Errorf("%w: reassembly at DSN %d (+%d, next %d, window %d): %v", ErrProtocol, p.DSN, len(p.Data), c.rx.Next(), c.rx.Window(), err)
-		return
+		lost := uint64(max(len(p.Data)-n, 0))
+		switch {
+		case errors.Is(err, dsnmap.ErrBeyondWindow):
+			c.stats.DroppedOutOfWindow += lost
+			c.cfg.MIB.Inc(NoDSSInWindow)
+		case errors.Is(err, dsnmap.ErrDataAfterFIN):
+			c.stats.DroppedAfterFIN += lost
+			c.cfg.MIB.Inc(NoDSSInWindow)
+		default:
+			c.stats.DroppedOFOBytes += lost
+			c.cfg.MIB.Inc(OFODrop)
+		}
+	} else if n == 0 && len(p.Data) > 0 {
+		c.cfg.MIB.Inc(DuplicateData)
 	}
-	if n > 0 || p.DataFIN {
+	if n > 0 {
 		c.stats.BytesReceived += uint64(n)
 		c.notify(tcp.EventReadable)
 	}
 	if p.DataFIN {
-		s.ackNeeded = true
+		c.noteFIN(p.DSN+dsnmap.DSN(len(p.Data)), s)
 	}
+	c.tryFIN(s)
 }
+
+// noteFIN records that the peer's DATA_FIN occupies fin (RFC 8684
+// §3.3.3). It takes effect when the in-order stream reaches it (tryFIN),
+// as in Linux: a DATA_FIN outside the receive window, or contradicting
+// one already announced, is ignored and counted, never a reset. A
+// repeated DATA_FIN already processed is acknowledged again.
+func (c *Conn) noteFIN(fin dsnmap.DSN, s *Subflow) {
+	if c.rx == nil {
+		return
+	}
+	next := c.rx.Next()
+	if c.rx.FINReceived() {
+		if fin+1 == next {
+			s.ackNeeded = true // our Data ACK of it was lost
+		} else {
+			c.ignoreFIN()
+		}
+		return
+	}
+	if int64(fin-next) < 0 || uint64(fin-next) > uint64(c.rx.Window()+c.rxSlack()) {
+		c.ignoreFIN()
+		return
+	}
+	if c.rcvFINSet && c.rcvFIN != fin {
+		c.ignoreFIN()
+		return
+	}
+	c.rcvFIN, c.rcvFINSet = fin, true
+	c.tryFIN(s)
+}
+
+func (c *Conn) ignoreFIN() {
+	c.stats.IgnoredDataFINs++
+	c.cfg.MIB.Inc(DataFinInvalid)
+}
+
+// tryFIN ends the peer's stream once the in-order data reaches the
+// announced DATA_FIN. Data received beyond it wins over it (the DATA_FIN
+// was wrong, or forged): it is forgotten and counted.
+func (c *Conn) tryFIN(s *Subflow) {
+	if !c.rcvFINSet || c.rx.FINReceived() {
+		return
+	}
+	next := c.rx.Next()
+	if int64(c.rcvFIN-next) < 0 {
+		c.rcvFINSet = false // in-order data went past it
+		c.ignoreFIN()
+		return
+	}
+	if next != c.rcvFIN {
+		return
+	}
+	if err := c.rx.SetFIN(c.rcvFIN); err != nil {
+		c.rcvFINSet = false // bytes beyond it are queued out of order
+		c.ignoreFIN()
+		return
+	}
+	s.ackNeeded = true
+	c.notify(tcp.EventReadable)
+}
+
+// rxSlack is how far beyond the advertised window data-level information
+// is still taken as plausible (the reassembler's own slack).
+func (c *Conn) rxSlack() int { return max(c.cfg.ReceiveBuffer/4, 64<<10) }
 
 // ReceiveWindow implements tcp.Receiver: the connection-level window.
 func (s *Subflow) ReceiveWindow() (int, bool) {

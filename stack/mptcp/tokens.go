@@ -30,6 +30,18 @@ func (t *Tokens) NewKey(r io.Reader, c *Conn) (uint64, error) {
 	return key, nil
 }
 
+// Claim records c under token if the token is free, and reports whether
+// it was (a connection rebuilt from a SYN-cookie ACK brings its key).
+func (t *Tokens) Claim(token uint32, c *Conn) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.m[token]; ok {
+		return false
+	}
+	t.m[token] = c
+	return true
+}
+
 // Release forgets token if it still belongs to c.
 func (t *Tokens) Release(token uint32, c *Conn) {
 	t.mu.Lock()

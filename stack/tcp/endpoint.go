@@ -108,6 +108,10 @@ type Endpoint struct {
 	// sender is application-limited and cwnd must not grow (RFC 7661).
 	cwndBlocked bool
 
+	// swsBlocked: the last output held back a segment for sender-side SWS
+	// avoidance; swsOverride lets the persist timer send it anyway.
+	swsBlocked, swsOverride bool
+
 	// Persist (zero-window probes) and keepalive.
 	persist      timer
 	persistShift int

@@ -1,5 +1,7 @@
 package tcp
 
+import "time"
+
 // Accessors used by the MPTCP layer (stack/mptcp), which needs a few
 // figures of the subflow beyond what Info reports, on every segment and
 // without building an Info.
@@ -21,3 +23,8 @@ func (e *Endpoint) SendWindowScale() uint8 {
 func (e *Endpoint) SndUnaRel() uint32 {
 	return uint32(max(e.sndUna, 1))
 }
+
+// RTO returns the current retransmission timeout (RFC 6298), backoff
+// included: the MPTCP layer sizes its data-level retransmission timer
+// from its subflows'.
+func (e *Endpoint) RTO() time.Duration { return e.rto }

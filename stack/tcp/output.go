@@ -293,6 +293,7 @@ func (e *Endpoint) output() {
 		e.sendOwedAck()
 		return
 	}
+	e.swsBlocked = false
 	for i := 0; i < 1<<16; i++ {
 		if e.retransmitOne() {
 			continue
@@ -308,7 +309,7 @@ func (e *Endpoint) output() {
 		e.rtoTimer.set(now.Add(e.rto))
 	}
 	pending := e.sndNxt < e.sb.end || (e.finQueued && e.sndNxt <= e.finOff)
-	if pending && e.sndNxt == e.sndUna && e.sndUna+e.sndWnd <= e.sndNxt {
+	if pending && e.sndNxt == e.sndUna && (e.sndUna+e.sndWnd <= e.sndNxt || e.swsBlocked) {
 		if !e.persist.armed {
 			e.persistShift = 0
 			e.persist.set(now.Add(e.persistInterval()))
@@ -414,6 +415,18 @@ func (e *Endpoint) sendNewOne() bool {
 		}
 		if pipe > 0 && pipe+n > cwnd {
 			e.cwndBlocked = true
+			return false
+		}
+		// Sender-side SWS avoidance (RFC 9293 §3.8.6.2.1): a segment cut
+		// short by the end of the peer's window, with more data waiting,
+		// is sent only if it is at least half the largest window the
+		// peer offered; otherwise wait for the window to open (the
+		// persist timer probes it when nothing is in flight). Linux sends
+		// no segment that does not fit the window whole.
+		if n < e.sndMSS && off+uint64(n) == wndEnd && wndEnd < e.sb.end &&
+			uint64(n) < e.maxSndWnd/2 && !e.swsOverride {
+			e.cwndBlocked = false
+			e.swsBlocked = true
 			return false
 		}
 		// Nagle (RFC 9293 §3.7.4): hold a small segment while data is

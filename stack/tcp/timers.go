@@ -109,8 +109,19 @@ func (e *Endpoint) onPersist() {
 		return
 	}
 	pending := e.sndNxt < e.sb.end || (e.finQueued && e.sndNxt <= e.finOff)
-	if !pending || e.sndUna+e.sndWnd > e.sndNxt {
+	if !pending {
 		e.output()
+		return
+	}
+	if e.sndUna+e.sndWnd > e.sndNxt {
+		// A window too small for sender-side SWS avoidance: send what
+		// fits, as a probe that carries data (Linux's tcp_write_wakeup).
+		e.swsOverride = true
+		e.output()
+		e.swsOverride = false
+		if e.sndNxt == e.sndUna && e.swsBlocked {
+			e.persist.set(e.now().Add(e.persistInterval()))
+		}
 		return
 	}
 	e.info.ZeroWindowProbes++
