@@ -42,6 +42,10 @@ var (
 	// ErrProtocol: the peer violated RFC 8684 in a way that leaves no
 	// fallback (conflicting mappings, data beyond DATA_FIN, ...).
 	ErrProtocol = errors.New("mptcp: protocol violation by the peer")
+	// ErrSubflowsClosed: the peer closed every subflow without finishing
+	// the data level (no DATA_FIN): the stream is incomplete. It wraps
+	// tcp.ErrConnectionReset.
+	ErrSubflowsClosed = fmt.Errorf("mptcp: every subflow closed before the DATA_FIN: %w", tcp.ErrConnectionReset)
 )
 
 // Config parameterises a Conn.
@@ -66,6 +70,15 @@ type Config struct {
 	Notify func(tcp.Events)
 	// MIB is the engine-wide counter set (nil counts nothing).
 	MIB *MIB
+	// PM is the engine's path manager (nil: no endpoints, default
+	// limits: the connection opens no subflow of its own and accepts up
+	// to DefaultSubflowsLimit joins).
+	PM *PathManager
+	// Scheduler names the scheduler (RegisterScheduler); empty selects
+	// DefaultScheduler.
+	Scheduler string
+	// Tracer receives the connection's events (nil: none).
+	Tracer *Tracer
 }
 
 // State is a connection's data-level state.
@@ -122,7 +135,18 @@ type Conn struct {
 	// manager honours.
 	peerNoNewToSource bool
 
-	subflows []*Subflow
+	// subflows are the live subflows (the initial one first while it
+	// lives); a subflow leaves the list once its endpoint is closed and
+	// its data was handed to the others.
+	subflows  []*Subflow
+	nextSubID uint32
+	sched     Scheduler
+	pm        pmConn
+	// owner is the driver's handle (the stack's socket), for finding the
+	// driver from a token (joins).
+	owner any
+	// Subflow totals: opened (the first included) and closed.
+	subflowsOpened, subflowsClosed uint64
 
 	// Send side. snd holds the bytes [sndUna, sndUna+snd.Len()); the first
 	// sndNxt-sndUna of them are mapped onto a subflow.
@@ -140,6 +164,9 @@ type Conn struct {
 	// rtx is the data-level retransmission timer (retrans.go): armed
 	// while data or the DATA_FIN is unacknowledged at the data level.
 	rtx rtxTimer
+	// reinj are the data ranges to re-send on other subflows (a subflow
+	// failed or stalled with them unacknowledged), sorted, disjoint.
+	reinj []dsnRange
 	// ackStall is when the data level first fell behind the subflow
 	// level (for DataAckTimeout); zero when it is not behind.
 	ackStall tcpip.MonotonicTime
@@ -183,6 +210,9 @@ type Stats struct {
 	Retransmits        uint64
 	RetransBytes       uint64
 	DataFINRetransmits uint64
+	// Reinjected counts bytes re-sent on another subflow than the one
+	// they were first sent on (a subflow failed or went stale).
+	Reinjected uint64
 	// Dropped* count data-level information ignored as out of window or
 	// inconsistent, never a reset (the peer retransmits at the data level
 	// what was dropped): bytes outside the receive window, bytes beyond
@@ -202,7 +232,9 @@ func newConn(cfg Config, client bool) (*Conn, error) {
 		return nil, errors.New("mptcp: Config needs Clock and Tokens")
 	}
 	c := &Conn{cfg: cfg}
-	c.init(client)
+	if err := c.init(client); err != nil {
+		return nil, err
+	}
 	key, err := c.cfg.Tokens.NewKey(c.cfg.Rand, c)
 	if err != nil {
 		return nil, err
@@ -212,8 +244,9 @@ func newConn(cfg Config, client bool) (*Conn, error) {
 	return c, nil
 }
 
-// init applies the defaults of c.cfg and sets up the send queue.
-func (c *Conn) init(client bool) {
+// init applies the defaults of c.cfg and sets up the send queue and the
+// scheduler.
+func (c *Conn) init(client bool) error {
 	cfg := &c.cfg
 	if cfg.Rand == nil {
 		cfg.Rand = rand.Reader
@@ -227,7 +260,13 @@ func (c *Conn) init(client bool) {
 	if cfg.DataAckTimeout == 0 {
 		cfg.DataAckTimeout = DefaultDataAckTimeout
 	}
+	sched, err := NewScheduler(cfg.Scheduler)
+	if err != nil {
+		return err
+	}
+	c.sched = sched
 	c.client, c.checksums, c.snd = client, cfg.Checksums, newSendQueue(cfg.SendBuffer)
+	return nil
 }
 
 func (c *Conn) setLocalKey(key uint64) {
@@ -260,10 +299,54 @@ func NewClient(cfg Config) (*Conn, *Subflow, error) {
 }
 
 func (c *Conn) addSubflow() *Subflow {
-	s := &Subflow{c: c, id: uint8(len(c.subflows)), rcvRel: 1, lastAckedTop: c.sndUna}
+	s := &Subflow{c: c, id: c.nextSubID, rcvRel: 1, lastAckedTop: c.sndUna}
+	c.nextSubID++
+	c.subflowsOpened++
 	s.rxmap = dsnmap.NewRxMap(c.rxMapLimit(), c.checksums)
 	c.subflows = append(c.subflows, s)
 	return s
+}
+
+// SetOwner records the driver's handle for this connection; Owner
+// returns it.
+func (c *Conn) SetOwner(v any) { c.owner = v }
+
+// Owner returns what SetOwner recorded.
+func (c *Conn) Owner() any { return c.owner }
+
+// liveSubflows counts the subflows not closed or closing.
+func (c *Conn) liveSubflows() int {
+	n := 0
+	for _, s := range c.subflows {
+		if !s.dead && !s.closing {
+			n++
+		}
+	}
+	return n
+}
+
+// maxSubflows is the most subflows the connection may have.
+func (c *Conn) maxSubflows() int { return 1 + c.cfg.PM.Limits().Subflows }
+
+// usableSubflows returns the subflows that can carry data now, in dst.
+func (c *Conn) usableSubflows(dst []*Subflow) []*Subflow {
+	for _, s := range c.subflows {
+		if s.usable() {
+			dst = append(dst, s)
+		}
+	}
+	return dst
+}
+
+// anyUsable returns a usable subflow (for pure ACKs), preferring the
+// initial one, or nil.
+func (c *Conn) anyUsable() *Subflow {
+	for _, s := range c.subflows {
+		if s.usable() {
+			return s
+		}
+	}
+	return nil
 }
 
 // Fallback returns why the connection runs as plain TCP, FallbackNone if it
@@ -347,7 +430,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return 0, tcp.ErrNotConnected
 	}
 	chunkCap := tcp.MaxChunk
-	if s := c.activeSubflow(); s != nil {
+	if s := c.anyUsable(); s != nil {
 		chunkCap = s.ep.ChunkSize()
 	}
 	n := c.snd.Write(p, chunkCap)
@@ -407,7 +490,7 @@ func (c *Conn) Readable() int {
 func (c *Conn) windowUpdate() {
 	w := c.rx.Window()
 	if w-c.lastAdvWnd >= c.cfg.ReceiveBuffer/4 {
-		if s := c.activeSubflow(); s != nil {
+		if s := c.anyUsable(); s != nil {
 			s.ep.SendAck()
 		}
 	}
@@ -482,6 +565,11 @@ func (c *Conn) reset(err error) {
 	c.releaseToken()
 	c.snd.Release()
 	c.notify(tcp.EventClosed | tcp.EventError | tcp.EventReadable | tcp.EventWritable)
+	c.trace(func(t *Tracer) {
+		if t.Closed != nil {
+			t.Closed(c, c.err)
+		}
+	})
 }
 
 // die moves to StateReset, recording what was written and never
@@ -537,37 +625,38 @@ func (c *Conn) Delivered() bool {
 	return c.finAcked
 }
 
-// activeSubflow returns the subflow to send on: the first established one.
-// (The scheduler arrives with multipath; one subflow for now.)
-func (c *Conn) activeSubflow() *Subflow {
-	for _, s := range c.subflows {
-		if s.ep != nil && canSend(s.ep.State()) && !s.closing {
-			return s
-		}
-	}
-	return nil
-}
-
+// subflowsGone reports whether every subflow ended (a plain TCP
+// connection whose FIN arrived, after a fallback).
 func (c *Conn) subflowsGone() bool {
 	for _, s := range c.subflows {
 		if s.ep != nil && s.ep.State() != tcp.StateClosed && !s.finRcvd {
 			return false
 		}
 	}
-	return len(c.subflows) > 0
+	return true
 }
 
-// push maps unsent data onto the active subflow, as chunks of at most
+// push maps data onto the subflows the scheduler picks: first ranges to
+// re-send (reinjection), then new data, as chunks of at most
 // tcp.MaxChunk bytes that each carry one mapping on all their segments
 // (RFC 8684 §3.3.1), within the peer's data-level window.
 func (c *Conn) push() {
-	s := c.activeSubflow()
-	if s == nil {
+	var buf [8]*Subflow
+	cands := c.usableSubflows(buf[:0])
+	if len(cands) == 0 {
 		return
 	}
+	if c.fallback != FallbackNone {
+		cands = cands[:1]
+	}
+	c.pushReinjections(cands)
 	for {
 		unsent := int(c.sndUna + dsnmap.DSN(c.buffered()) - c.sndNxt)
 		if unsent <= 0 {
+			break
+		}
+		s := c.pick(cands)
+		if s == nil {
 			break
 		}
 		// Chunks a whole number of segments long keep every segment full
@@ -623,6 +712,7 @@ func (c *Conn) push() {
 		c.rtx.arm(c)
 	}
 	if c.finQueued && c.sndNxt == c.sndUna+dsnmap.DSN(c.buffered()) {
+		s := cands[0]
 		if c.fallback != FallbackNone {
 			s.ep.CloseWrite()
 		} else if !c.finSent {
@@ -635,6 +725,28 @@ func (c *Conn) push() {
 			s.ep.SendAck() // the DATA_FIN rides on a pure ACK's DSS
 		}
 	}
+}
+
+// pick asks the scheduler for a subflow among cands, without the stale
+// ones unless every one is stale.
+func (c *Conn) pick(cands []*Subflow) *Subflow {
+	if len(cands) == 1 {
+		if cands[0].CanTake() {
+			return cands[0]
+		}
+		return nil
+	}
+	var buf [8]*Subflow
+	fresh := buf[:0]
+	for _, s := range cands {
+		if !s.stale {
+			fresh = append(fresh, s)
+		}
+	}
+	if len(fresh) == 0 {
+		fresh = cands
+	}
+	return c.sched.Pick(fresh)
 }
 
 // enqueue hands the bytes of v, which start at data sequence number dsn,
@@ -715,26 +827,41 @@ func (c *Conn) onDataAck(ack dsnmap.DSN, wnd uint64) {
 }
 
 // Update runs after every call into a subflow endpoint (segment, timer,
-// packet too big): it follows the subflows' progress at the data level.
+// packet too big): it follows the subflows' progress at the data level,
+// retires the subflows that ended (handing their unacknowledged data to
+// the others), and ends the connection when the last one is gone.
 func (c *Conn) Update() {
 	defer c.flush()
-	for _, s := range c.subflows {
+	for i := 0; i < len(c.subflows); i++ {
+		s := c.subflows[i]
 		if s.ep == nil {
 			continue
 		}
-		if err := s.pendingErr; err != nil && c.state != StateReset {
-			s.pendingErr = nil
+		if err := s.connErr; err != nil && c.state != StateReset {
+			s.connErr = nil
 			c.reset(err)
 			return
 		}
-		if s.ackNeeded {
+		if err := s.pendingErr; err != nil {
+			s.pendingErr = nil
+			c.subflowError(s, err)
+			if c.state == StateReset {
+				return
+			}
+		}
+		if s.ackNeeded && s.ep.State() != tcp.StateClosed {
 			s.ackNeeded = false
 			s.ep.SendAck()
 		}
 		st := s.ep.State()
-		if c.state == StateHandshake && st >= tcp.StateEstablished {
+		if c.state == StateHandshake && st >= tcp.StateEstablished && !s.join {
 			c.state = StateEstablished
 			c.notify(tcp.EventWritable)
+			c.trace(func(t *Tracer) {
+				if t.Established != nil {
+					t.Established(c)
+				}
+			})
 		}
 		if c.fallback != FallbackNone {
 			// Plain TCP: the subflow's acknowledgement is the data level's.
@@ -746,22 +873,20 @@ func (c *Conn) Update() {
 			}
 		} else {
 			s.noteAcked()
+			if s.finRcvd && !s.closing && !c.dataDone() && c.liveSubflows() > 1 {
+				// The peer closed this subflow while the connection goes
+				// on: close our side too and carry on with the others.
+				c.closeSubflowGracefully(s)
+			}
 		}
-		if st == tcp.StateClosed && c.fallback != FallbackNone && s.ep.Err() == nil && c.state != StateReset {
-			c.state = StateClosed
-		}
-		if st == tcp.StateClosed && c.state != StateReset && c.state != StateClosed {
-			if err := s.ep.Err(); err != nil && !c.dataDone() {
-				if s.fastcloseRcvd {
-					err = ErrFastclose
-				}
-				c.err = err
-				c.die()
-				c.releaseToken()
-				c.notify(tcp.EventClosed | tcp.EventError | tcp.EventReadable | tcp.EventWritable)
+		if st == tcp.StateClosed && !s.dead {
+			c.subflowDown(s)
+			if c.state == StateReset {
+				return
 			}
 		}
 	}
+	c.removeDead()
 	if c.state == StateReset {
 		return
 	}
@@ -780,10 +905,132 @@ func (c *Conn) Update() {
 			}
 		}
 		c.notify(tcp.EventClosed | tcp.EventReadable)
+		c.trace(func(t *Tracer) {
+			if t.Closed != nil {
+				t.Closed(c, nil)
+			}
+		})
 	}
 	if c.fallback != FallbackNone && c.state == StateEstablished && (c.finQueued || (c.rx != nil && c.rx.FINReceived())) {
 		c.state = StateClosing
 	}
+	c.pmUpdate()
+}
+
+// subflowError handles a subflow-level fault (a mapping conflict, a
+// checksum failure, unmapped data): that subflow is reset with MP_TCPRST
+// and its data re-sent on the others; only a connection left with no
+// other subflow fails as a whole (RFC 8684 §3.6-3.7).
+func (c *Conn) subflowError(s *Subflow, err error) {
+	if c.liveSubflows() <= 1 {
+		c.reset(err)
+		return
+	}
+	c.closeSubflow(s, err)
+}
+
+// closeSubflow resets subflow s (RST with MP_TCPRST, its reason in
+// s.rstReason) because of err; Update retires it.
+func (c *Conn) closeSubflow(s *Subflow, err error) {
+	if s.dead || s.closing {
+		return
+	}
+	s.closing = true
+	if s.err == nil {
+		s.err = err
+	}
+	c.reinjectFrom(s)
+	if s.ep != nil && s.ep.State() != tcp.StateClosed {
+		s.ep.Abort()
+	}
+}
+
+// closeSubflowGracefully closes subflow s with a FIN (the peer closed
+// its side, or the path manager retires it cleanly).
+func (c *Conn) closeSubflowGracefully(s *Subflow) {
+	if s.dead || s.closing {
+		return
+	}
+	s.closing = true
+	c.reinjectFrom(s)
+	if s.ep != nil && s.ep.State() != tcp.StateClosed {
+		s.ep.Close()
+	}
+}
+
+// subflowDown retires a subflow whose endpoint is CLOSED.
+func (c *Conn) subflowDown(s *Subflow) {
+	s.dead = true
+	c.subflowsClosed++
+	err := s.err
+	if err == nil {
+		err = s.ep.Err()
+	}
+	if s.fastcloseRcvd {
+		err = ErrFastclose
+	}
+	c.reinjectFrom(s)
+	c.trace(func(t *Tracer) {
+		if t.SubflowClosed != nil {
+			t.SubflowClosed(c, s.Info(), err)
+		}
+	})
+	if c.state == StateReset || c.state == StateClosed {
+		return
+	}
+	if c.fallback != FallbackNone {
+		if err == nil {
+			c.state = StateClosed
+		} else {
+			c.fail(err)
+		}
+		return
+	}
+	if s.fastcloseRcvd {
+		c.fail(ErrFastclose)
+		return
+	}
+	if c.liveSubflows() > 0 || c.dataDone() {
+		return
+	}
+	if err == nil {
+		err = ErrSubflowsClosed
+	}
+	c.fail(err)
+}
+
+// fail ends the connection with err once no subflow is left to reset.
+func (c *Conn) fail(err error) {
+	if c.err == nil {
+		c.err = err
+	}
+	c.die()
+	for _, s := range c.subflows {
+		if s.ep != nil && s.ep.State() != tcp.StateClosed {
+			s.ep.Abort()
+		}
+	}
+	c.releaseToken()
+	c.notify(tcp.EventClosed | tcp.EventError | tcp.EventReadable | tcp.EventWritable)
+	c.trace(func(t *Tracer) {
+		if t.Closed != nil {
+			t.Closed(c, err)
+		}
+	})
+}
+
+// removeDead drops retired subflows from the list.
+func (c *Conn) removeDead() {
+	j := 0
+	for _, s := range c.subflows {
+		if s.dead {
+			continue
+		}
+		c.subflows[j] = s
+		j++
+	}
+	clear(c.subflows[j:])
+	c.subflows = c.subflows[:j]
 }
 
 // onFallbackAck frees data acknowledged by the subflow after a fallback.
@@ -854,6 +1101,14 @@ func (c *Conn) NextDeadline() (tcpip.MonotonicTime, bool) {
 			at, ok = t, true
 		}
 	}
+	if t, tok := c.pmDeadline(); tok && (!ok || t.Before(at)) {
+		at, ok = t, true
+	}
+	for _, s := range c.subflows {
+		if s.initiator && !s.joined && s.joinAckAt != zeroTime && (!ok || s.joinAckAt.Before(at)) {
+			at, ok = s.joinAckAt, true
+		}
+	}
 	return at, ok
 }
 
@@ -867,6 +1122,10 @@ func (c *Conn) HandleTimers() {
 	if c.rtx.due(now) {
 		c.onRetransmitTimer(now)
 	}
+	for _, s := range c.subflows {
+		s.joinTimers(now)
+	}
+	c.pmTimers(now)
 	c.checkDataAckStall()
 }
 
@@ -918,7 +1177,9 @@ func NewServerFromCookie(cfg Config, ack *tcp.Segment) (c *Conn, s *Subflow, ok 
 		cfg.Checksums = true
 	}
 	c = &Conn{cfg: cfg}
-	c.init(false)
+	if err := c.init(false); err != nil {
+		return nil, nil, false, err
+	}
 	if !cfg.Tokens.Claim(handshake.Token(p.mpc.ReceiverKey), c) {
 		return nil, nil, false, nil
 	}
@@ -963,6 +1224,16 @@ type Info struct {
 	// Reassembly counts what the connection-level receive buffer did with
 	// the bytes the subflows handed over.
 	Reassembly dsnmap.ReassemblyStats
+	// Subflows are the live subflows; SubflowsOpened and SubflowsClosed
+	// count every subflow of the connection's life.
+	Subflows                       []SubflowInfo
+	SubflowsOpened, SubflowsClosed uint64
+	// Scheduler names the scheduler in use.
+	Scheduler string `json:",omitempty"`
+	// RemoteAddrs are the peer's addresses the connection knows (ID 0 is
+	// its initial address); Announced our addresses sent with ADD_ADDR.
+	RemoteAddrs []Address `json:",omitempty"`
+	Announced   []Address `json:",omitempty"`
 }
 
 // Info returns a snapshot of the connection's state.
@@ -981,6 +1252,20 @@ func (c *Conn) Info() Info {
 		in.RcvNxt, in.RcvReadable, in.RcvOutOfOrder = uint64(c.rx.Next()), c.rx.Readable(), c.rx.OutOfOrder()
 		in.DataFINReceived = c.rx.FINReceived()
 		in.Reassembly = c.rx.Stats()
+	}
+	in.SubflowsOpened, in.SubflowsClosed = c.subflowsOpened, c.subflowsClosed
+	for _, s := range c.subflows {
+		in.Subflows = append(in.Subflows, s.Info())
+	}
+	in.Scheduler = c.cfg.Scheduler
+	if in.Scheduler == "" {
+		in.Scheduler = DefaultScheduler
+	}
+	in.RemoteAddrs = append(in.RemoteAddrs, c.pm.remotes...)
+	for _, a := range c.pm.announce {
+		if !a.removed {
+			in.Announced = append(in.Announced, Address{ID: a.ep.ID, Addr: a.ep.Addr, Port: a.ep.Port})
+		}
 	}
 	return in
 }

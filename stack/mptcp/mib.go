@@ -95,6 +95,50 @@ const (
 	// WinProbe: data-level zero-window probes sent.
 	WinProbe
 
+	// MPJoinSynTx: MP_JOIN SYNs sent.
+	MPJoinSynTx
+	// MPJoinSynBackupRx: MP_JOIN SYNs received with the backup flag.
+	MPJoinSynBackupRx
+	// MPJoinSynAckRx: MP_JOIN SYN/ACKs received with a valid HMAC.
+	MPJoinSynAckRx
+	// MPJoinSynAckBackupRx: such SYN/ACKs with the backup flag.
+	MPJoinSynAckBackupRx
+	// MPJoinSynAckHMacFailure: MP_JOIN SYN/ACKs with a wrong (or no)
+	// HMAC; the subflow is reset.
+	MPJoinSynAckHMacFailure
+	// MPJoinAckRx: MP_JOIN third ACKs received with a valid HMAC.
+	MPJoinAckRx
+	// MPJoinAckHMacFailure: MP_JOIN third ACKs with a wrong (or no) HMAC;
+	// the subflow is reset.
+	MPJoinAckHMacFailure
+	// AddAddr: ADD_ADDRs received (echo flag clear) with a valid HMAC.
+	AddAddr
+	// AddAddrTx: ADD_ADDRs sent (retransmissions included).
+	AddAddrTx
+	// AddAddrDrop: ADD_ADDRs dropped (wrong HMAC).
+	AddAddrDrop
+	// EchoAdd: ADD_ADDR echoes received for an address we announced.
+	EchoAdd
+	// EchoAddTx: ADD_ADDR echoes sent.
+	EchoAddTx
+	// PortAdd: ADD_ADDRs received with a port.
+	PortAdd
+	// RmAddr: address IDs received in REMOVE_ADDR.
+	RmAddr
+	// RmAddrTx: REMOVE_ADDRs sent.
+	RmAddrTx
+	// RmSubflow: subflows closed because of a REMOVE_ADDR.
+	RmSubflow
+	// MPPrioTx: MP_PRIO sent.
+	MPPrioTx
+	// MPPrioRx: MP_PRIO received.
+	MPPrioRx
+	// SubflowStale: subflows found stalled with data outstanding (their
+	// data is re-sent on the others).
+	SubflowStale
+	// SubflowRecover: stale subflows that made progress again.
+	SubflowRecover
+
 	numCounters
 )
 
@@ -130,6 +174,26 @@ var counterNames = [numCounters]string{
 	OptionIgnored:           "OptionIgnored",
 	DataAckStallReset:       "DataAckStallReset",
 	WinProbe:                "WinProbe",
+	MPJoinSynTx:             "MPJoinSynTx",
+	MPJoinSynBackupRx:       "MPJoinSynBackupRx",
+	MPJoinSynAckRx:          "MPJoinSynAckRx",
+	MPJoinSynAckBackupRx:    "MPJoinSynAckBackupRx",
+	MPJoinSynAckHMacFailure: "MPJoinSynAckHMacFailure",
+	MPJoinAckRx:             "MPJoinAckRx",
+	MPJoinAckHMacFailure:    "MPJoinAckHMacFailure",
+	AddAddr:                 "AddAddr",
+	AddAddrTx:               "AddAddrTx",
+	AddAddrDrop:             "AddAddrDrop",
+	EchoAdd:                 "EchoAdd",
+	EchoAddTx:               "EchoAddTx",
+	PortAdd:                 "PortAdd",
+	RmAddr:                  "RmAddr",
+	RmAddrTx:                "RmAddrTx",
+	RmSubflow:               "RmSubflow",
+	MPPrioTx:                "MPPrioTx",
+	MPPrioRx:                "MPPrioRx",
+	SubflowStale:            "SubflowStale",
+	SubflowRecover:          "SubflowRecover",
 }
 
 func (c Counter) String() string {

@@ -43,14 +43,19 @@ type rtxTimer struct {
 	backoff int
 }
 
-// period returns the timer's current period for c.
+// period returns the timer's current period for c: the smallest RTO of
+// the subflows that are not stale (a dead path's backed-off RTO must not
+// delay the failover), at least rtxMin, doubled per expiry.
 func (t *rtxTimer) period(c *Conn) time.Duration {
-	d := rtxMin
+	var d time.Duration
 	for _, s := range c.subflows {
-		if s.ep != nil && s.ep.State() >= tcp.StateEstablished {
-			d = max(d, s.ep.RTO())
+		if s.usable() && !s.stale {
+			if r := s.ep.RTO(); d == 0 || r < d {
+				d = r
+			}
 		}
 	}
+	d = max(d, rtxMin)
 	return min(d<<min(t.backoff, 16), rtxMax)
 }
 
@@ -85,10 +90,14 @@ func (c *Conn) onRetransmitTimer(now tcpip.MonotonicTime) {
 		c.rtx.backoff = 0
 		return
 	}
+	c.markStale()
 	s := c.idleSubflow()
 	if s == nil {
 		// Every subflow still has data of its own in flight: their
-		// retransmission timers act first. Look again a period later.
+		// retransmission timers act first (and stale ones had their data
+		// queued for the others). Look again a period later.
+		c.push()
+		c.rtx.backoff++
 		c.rtx.arm(c)
 		return
 	}
@@ -113,15 +122,155 @@ func (c *Conn) onRetransmitTimer(now tcpip.MonotonicTime) {
 	c.rtx.arm(c)
 }
 
-// idleSubflow returns a subflow that may send and has nothing of its own
-// unacknowledged (every byte enqueued on it acknowledged), or nil.
+// idleSubflow returns a usable subflow that is not stale and has nothing
+// of its own unacknowledged (every byte enqueued on it acknowledged), or
+// nil; non-backup subflows first.
 func (c *Conn) idleSubflow() *Subflow {
+	var backup *Subflow
 	for _, s := range c.subflows {
-		if s.ep != nil && canSend(s.ep.State()) && !s.closing && s.ep.SndUnaRel()-1 == s.enqueued {
-			return s
+		if s.usable() && !s.stale && s.queued() == 0 {
+			if !s.Backup() {
+				return s
+			}
+			if backup == nil {
+				backup = s
+			}
 		}
 	}
-	return nil
+	return backup
+}
+
+// markStale marks the subflows whose acknowledgement has not moved since
+// the previous expiry of the retransmission timer while they had data
+// outstanding: their path may be broken (a link down, a blackhole). Their
+// unacknowledged data is queued for the other subflows, and the scheduler
+// avoids them until they make progress again (Linux's stale subflows).
+func (c *Conn) markStale() {
+	live := 0
+	for _, s := range c.subflows {
+		if s.usable() {
+			live++
+		}
+	}
+	for _, s := range c.subflows {
+		if !s.usable() {
+			continue
+		}
+		una := s.ep.SndUnaRel()
+		if s.queued() > 0 && s.rtxMarked && una == s.rtxMark && !s.stale && live > 1 {
+			s.stale = true
+			c.cfg.MIB.Inc(SubflowStale)
+			c.reinjectFrom(s)
+		}
+		s.rtxMark, s.rtxMarked = una, true
+	}
+}
+
+// dsnRange is a range of data sequence numbers [start, end) to re-send;
+// from is the subflow it was first sent on.
+type dsnRange struct {
+	start, end dsnmap.DSN
+	from       uint32
+}
+
+// reinjectFrom queues the data mapped on s and not yet acknowledged at
+// the data level for the other subflows (RFC 8684 §3.3.6).
+func (c *Conn) reinjectFrom(s *Subflow) {
+	if c.fallback != FallbackNone || c.state == StateReset {
+		return
+	}
+	for _, r := range s.txq {
+		start, end := r.dsn, r.dsn+dsnmap.DSN(r.len)
+		if int64(end-c.sndUna) <= 0 {
+			continue
+		}
+		if int64(start-c.sndUna) < 0 {
+			start = c.sndUna
+		}
+		c.addReinject(dsnRange{start: start, end: end, from: s.id})
+	}
+	c.notify(tcp.EventWritable)
+}
+
+// addReinject merges r into the reinjection queue, bounded by the send
+// buffer (every range lies within [sndUna, sndNxt)).
+func (c *Conn) addReinject(r dsnRange) {
+	if int64(r.end-c.sndNxt) > 0 {
+		r.end = c.sndNxt
+	}
+	if int64(r.end-r.start) <= 0 {
+		return
+	}
+	q := c.reinj
+	i := 0
+	for i < len(q) && int64(q[i].end-r.start) < 0 {
+		i++
+	}
+	// Merge with every range it overlaps or touches.
+	j := i
+	for j < len(q) && int64(q[j].start-r.end) <= 0 {
+		if int64(q[j].start-r.start) < 0 {
+			r.start = q[j].start
+		}
+		if int64(q[j].end-r.end) > 0 {
+			r.end = q[j].end
+		}
+		j++
+	}
+	q = append(q[:i], append([]dsnRange{r}, q[j:]...)...)
+	c.reinj = q
+}
+
+// pushReinjections re-sends queued ranges on subflows other than the
+// one they were sent on, as far as the subflows take them.
+func (c *Conn) pushReinjections(cands []*Subflow) {
+	for len(c.reinj) > 0 {
+		r := &c.reinj[0]
+		if int64(r.end-c.sndUna) <= 0 {
+			c.reinj = c.reinj[1:]
+			continue
+		}
+		if int64(r.start-c.sndUna) < 0 {
+			r.start = c.sndUna
+		}
+		var to *Subflow
+		for _, s := range cands {
+			if s.id != r.from && !s.stale && s.CanTake() && (to == nil || (to.Backup() && !s.Backup())) {
+				to = s
+			}
+		}
+		if to == nil {
+			return
+		}
+		n := min(int(r.end-r.start), to.ep.ChunkSize(), to.ep.SendBufferFree())
+		v := c.snd.At(int(r.start-c.sndUna), n)
+		if v == nil {
+			c.reinj = c.reinj[1:]
+			continue
+		}
+		k := v.Size()
+		if !c.enqueue(to, v, r.start) {
+			v.Release()
+			return
+		}
+		c.stats.Retransmits++
+		c.stats.RetransBytes += uint64(k)
+		c.stats.Reinjected += uint64(k)
+		c.cfg.MIB.Inc(MPTCPRetrans)
+		from := r.from
+		c.trace(func(t *Tracer) {
+			if t.Reinjected != nil {
+				t.Reinjected(c, k, from, to.id)
+			}
+		})
+		r.start += dsnmap.DSN(k)
+		if int64(r.end-r.start) <= 0 {
+			c.reinj = c.reinj[1:]
+		}
+	}
+	if len(c.reinj) == 0 {
+		c.reinj = nil
+	}
 }
 
 // noteAcked follows the subflow's acknowledgement through the mapping
@@ -142,6 +291,10 @@ func (s *Subflow) noteAcked() {
 		}
 		s.raiseAckedTop(r.dsn + dsnmap.DSN(r.len))
 		k++
+	}
+	if una != s.rtxMark && s.stale {
+		s.stale = false
+		s.c.cfg.MIB.Inc(SubflowRecover)
 	}
 	if k == 0 {
 		return

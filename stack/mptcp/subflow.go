@@ -4,11 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/mptund/mptund/checksum"
 	"github.com/mptund/mptund/dsnmap"
 	"github.com/mptund/mptund/options"
 	"github.com/mptund/mptund/stack/tcp"
+	"gvisor.dev/gvisor/pkg/tcpip"
 	gvchecksum "gvisor.dev/gvisor/pkg/tcpip/checksum"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
@@ -19,7 +21,30 @@ import (
 type Subflow struct {
 	c  *Conn
 	ep *tcp.Endpoint
-	id uint8
+	id uint32 // unique within the connection, in order of creation
+
+	// join: opened by MP_JOIN (RFC 8684 §3.2), not the initial subflow;
+	// initiator: this host sent the join SYN; joined: the join handshake
+	// completed (for the initiator: the listener acknowledged the third
+	// ACK), so the subflow may carry data.
+	join, initiator, joined bool
+	localID, remoteID       uint8 // address IDs (§3.4)
+	localNonce, remoteNonce uint32
+	joinAckAt               tcpTime // initiator: when to repeat the third ACK
+	joinAckRetries          int
+	// backup: this host asked the peer to use the subflow only as a
+	// backup (join B flag, MP_PRIO); peerBackup: the peer asked us.
+	backup, peerBackup bool
+	prioPending        bool // MP_PRIO to send
+
+	// stale: no acknowledgement progress across a data-level
+	// retransmission timeout with data outstanding (retrans.go).
+	stale     bool
+	rtxMark   uint32
+	rtxMarked bool
+	// dead: the endpoint is closed and the subflow retired; err is why.
+	dead bool
+	err  error
 
 	// Local and Remote are the subflow's addresses, for ConnInfo; set by
 	// the driver.
@@ -55,12 +80,93 @@ type Subflow struct {
 	fastcloseRcvd bool
 	rstReason     uint8
 	ackNeeded     bool  // a DATA_FIN arrived: answer with a Data ACK
-	pendingErr    error // set inside a hook; acted on in Update
+	pendingErr    error // subflow-level fault, set inside a hook; acted on in Update
+	connErr       error // connection-level fault (MP_FASTCLOSE), likewise
 
 	dss options.DSS
 	mpc options.MPCapable
 	fc  options.MPFastclose
 	rst options.MPTCPRst
+	jn  options.MPJoin
+	aa  options.AddAddr
+	ra  options.RemoveAddr
+	pr  options.MPPrio
+}
+
+type tcpTime = tcpip.MonotonicTime
+
+var zeroTime tcpTime
+
+// usable reports whether the subflow can carry data now.
+func (s *Subflow) usable() bool {
+	if s.ep == nil || s.dead || s.closing || !canSend(s.ep.State()) {
+		return false
+	}
+	return !s.join || s.joined
+}
+
+// queued is the payload enqueued on the subflow and not yet acknowledged
+// by it.
+func (s *Subflow) queued() int { return int(s.enqueued - (s.ep.SndUnaRel() - 1)) }
+
+// ID returns the subflow's number within its connection.
+func (s *Subflow) ID() uint32 { return s.id }
+
+// Backup reports whether the subflow is a backup: either side asked for
+// it (RFC 8684 §3.2, §3.3.8). Schedulers use backups only when no other
+// subflow is usable.
+func (s *Subflow) Backup() bool { return s.backup || s.peerBackup }
+
+// minTake is the least room in a subflow's queue worth scheduling on.
+const minTake = 16 << 10
+
+// CanTake reports whether the scheduler may give the subflow more data:
+// its queue holds less than twice its congestion window (at least 64
+// KiB), so data does not pile up behind a slow path, and its send buffer
+// has room.
+func (s *Subflow) CanTake() bool {
+	if s.ep == nil {
+		return false
+	}
+	limit := max(2*s.ep.CongestionWindow(), 64<<10)
+	return s.queued() < limit && s.ep.SendBufferFree() >= min(minTake, s.ep.ChunkSize())
+}
+
+// Linger estimates how long the subflow's queued bytes take to leave at
+// its current rate, cwnd per smoothed RTT (the Linux scheduler's metric).
+func (s *Subflow) Linger() time.Duration {
+	cwnd := max(s.ep.CongestionWindow(), 1)
+	rtt := max(s.ep.SRTT(), 100*time.Microsecond)
+	return time.Duration(int64(s.queued()+1) * int64(rtt) / int64(cwnd))
+}
+
+// SubflowInfo is a snapshot of a subflow.
+type SubflowInfo struct {
+	ID                uint32
+	Local, Remote     netip.AddrPort
+	LocalID, RemoteID uint8
+	Join              bool
+	Established       bool
+	Backup            bool // either side asked for it
+	LocalBackup       bool
+	PeerBackup        bool
+	Stale             bool
+	Closed            bool
+	// BytesSent and BytesAcked are the subflow's payload counters.
+	BytesSent, BytesAcked uint64
+	TCP                   tcp.Info
+}
+
+// Info returns a snapshot of the subflow.
+func (s *Subflow) Info() SubflowInfo {
+	in := SubflowInfo{ID: s.id, Local: s.Local, Remote: s.Remote, LocalID: s.localID, RemoteID: s.remoteID, Join: s.join,
+		Backup: s.Backup(), LocalBackup: s.backup, PeerBackup: s.peerBackup, Stale: s.stale, Closed: s.dead}
+	if s.ep != nil {
+		in.TCP = s.ep.Info()
+		in.Established = in.TCP.State >= tcp.StateEstablished && (!s.join || s.joined)
+		in.BytesSent, in.BytesAcked = in.TCP.BytesSent, in.TCP.BytesAcked
+	}
+	return in
 }
 
 type txRecord struct {
@@ -157,6 +263,13 @@ func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options
 			c.cfg.MIB.Inc(MPRstTx)
 		}
 		return dst
+	}
+	if s.join {
+		if d, ok := s.joinOptions(info, dst); ok {
+			return d
+		}
+	}
+	switch {
 	case flags&header.TCPFlagSyn != 0 && flags&header.TCPFlagAck == 0:
 		s.mpc = options.MPCapable{Form: options.CapableSYN, Version: 1, Flags: c.capableFlags()}
 		return append(dst, &s.mpc)
@@ -168,7 +281,19 @@ func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options
 		return dst
 	}
 	ch, _ := info.Meta.(*chunk)
-	if c.client && !c.fullyEstablished {
+	if info.Len == 0 && flags&header.TCPFlagSyn == 0 && (!s.join || s.joined) {
+		// Path-manager signals ride on pure ACKs, before the DSS (which
+		// the layout drops if they leave no room for it).
+		if o := c.signalOption(s); o != nil {
+			dst = append(dst, o)
+		}
+		if s.prioPending {
+			s.prioPending = false
+			s.pr = options.MPPrio{Backup: s.backup}
+			dst = append(dst, &s.pr)
+		}
+	}
+	if c.client && !c.fullyEstablished && !s.join {
 		// Until the server shows it holds our key, repeat both keys: on
 		// pure ACKs (the third ACK and its successors) and, with the first
 		// mapping's data, as MP_CAPABLE with data (§3.1).
@@ -225,6 +350,9 @@ func (c *Conn) capableFlags() uint8 {
 	if c.checksums {
 		f |= options.CapableFlagChecksum
 	}
+	if c.cfg.PM.DenyJoinInitial() {
+		f |= options.CapableFlagNoNewSubflowsToSource
+	}
 	return f
 }
 
@@ -239,6 +367,12 @@ type parsed struct {
 	hasFastclose bool
 	hasRst       bool
 	hasJoin      bool
+	aa           options.AddAddr
+	hasAddAddr   bool
+	rmIDs        [8]uint8
+	nRm          int
+	prio         options.MPPrio
+	hasPrio      bool
 	// ignored counts options that were malformed or repeated.
 	ignored int
 }
@@ -267,6 +401,29 @@ func parseOptions(seg *tcp.Segment, p *parsed) {
 			}
 		case options.SubtypeMPJoin:
 			p.hasJoin = true
+		case options.SubtypeAddAddr:
+			if a, err := options.ParseAddAddr(raw); err == nil && !p.hasAddAddr {
+				p.aa, p.hasAddAddr = a, true
+			} else {
+				p.ignored++
+			}
+		case options.SubtypeRemoveAddr:
+			if r, err := options.ParseRemoveAddr(raw); err == nil {
+				for _, id := range r.IDs {
+					if p.nRm < len(p.rmIDs) {
+						p.rmIDs[p.nRm] = id
+						p.nRm++
+					}
+				}
+			} else {
+				p.ignored++
+			}
+		case options.SubtypeMPPrio:
+			if r, err := options.ParseMPPrio(raw); err == nil {
+				p.prio, p.hasPrio = r, true
+			} else {
+				p.ignored++
+			}
 		case options.SubtypeMPFastclose:
 			if f, err := options.ParseMPFastclose(raw); err == nil {
 				p.fc, p.hasFastclose = f, true
@@ -327,8 +484,17 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 	if c.fallback != FallbackNone && !s.rxViaMap {
 		return tcp.VerdictAccept
 	}
-	switch state {
-	case tcp.StateSynSent:
+	if s.join {
+		if v, done := s.joinIncoming(seg, state); done {
+			return v
+		}
+		if !s.joined && !rst {
+			return tcp.VerdictAccept // the handshake is not over: no data level yet
+		}
+	}
+	switch {
+	case s.join:
+	case state == tcp.StateSynSent:
 		if syn && ack {
 			if p.hasMPC && p.mpc.Form == options.CapableSYNACK && p.mpc.Version == 1 && usableCapable(&p.mpc) {
 				c.cfg.MIB.Inc(MPCapableSYNACKRX)
@@ -344,7 +510,7 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 			}
 		}
 		return tcp.VerdictAccept
-	case tcp.StateSynRcvd:
+	case state == tcp.StateSynRcvd:
 		if ack && !syn && !rst {
 			switch {
 			case p.hasMPC && (p.mpc.Form == options.CapableACK || p.mpc.Form == options.CapableACKData) && usableCapable(&p.mpc):
@@ -392,13 +558,22 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 			s.fastcloseRcvd = true
 			c.stats.FastclosesRcvd++
 			c.cfg.MIB.Inc(MPFastcloseRx)
-			s.pendingErr = ErrFastclose
+			s.connErr = ErrFastclose
 			return tcp.VerdictReset
 		}
 		c.cfg.MIB.Inc(MPFastcloseBadKey)
 	}
 	if !c.haveRemoteKey || c.state == StateReset {
 		return tcp.VerdictAccept
+	}
+	if p.hasAddAddr {
+		c.onAddAddr(s, p.aa)
+	}
+	if p.nRm > 0 {
+		c.onRemoveAddr(p.rmIDs[:p.nRm])
+	}
+	if p.hasPrio {
+		c.onPrio(s, p.prio.Backup)
 	}
 	mpcData := p.hasMPC && p.mpc.Form == options.CapableACKData
 	if mpcData && !c.client && len(seg.Payload) > 0 {
@@ -422,7 +597,7 @@ func (s *Subflow) Incoming(seg *tcp.Segment, state tcp.State) tcp.Verdict {
 		return tcp.VerdictAccept
 	}
 	if !p.hasDSS {
-		if len(seg.Payload) > 0 && !s.sawMapping && state >= tcp.StateEstablished && len(c.subflows) == 1 && !mpcData {
+		if len(seg.Payload) > 0 && !s.sawMapping && state >= tcp.StateEstablished && c.canFallback(s) && !mpcData {
 			// Data nobody mapped before any mapping: the path strips
 			// MPTCP options (§3.7). Fall back to plain TCP.
 			c.cfg.MIB.Inc(DssFallback)
@@ -530,6 +705,14 @@ func (s *Subflow) segmentMapping(seg *tcp.Segment, m dsnmap.Mapping) error {
 
 func seqBefore(a, b uint32) bool { return int32(a-b) < 0 }
 
+// canFallback reports whether a path that strips MPTCP options on s may
+// turn the connection into plain TCP (RFC 8684 §3.7): only on the initial
+// subflow of a connection that never had another (a join subflow is reset
+// instead, as Linux's subflow_can_fallback has it).
+func (c *Conn) canFallback(s *Subflow) bool {
+	return !s.join && c.subflowsOpened == 1
+}
+
 // ignoreMapping counts a mapping that describes nothing usable.
 func (c *Conn) ignoreMapping() {
 	c.stats.IgnoredMappings++
@@ -544,7 +727,7 @@ func (c *Conn) ignoreMapping() {
 // answers without options), is no evidence.
 func (s *Subflow) fallbackEvidence(seg *tcp.Segment) bool {
 	c := s.c
-	if s.ep == nil || s.sawDSS || len(c.subflows) != 1 || s.enqueued == 0 || c.state >= StateClosed {
+	if s.ep == nil || s.sawDSS || !c.canFallback(s) || s.enqueued == 0 || c.state >= StateClosed {
 		return false
 	}
 	ackRel := uint32(seg.Ack - s.ep.ISS())
@@ -587,7 +770,7 @@ func (s *Subflow) Deliver(relSeq uint32, data []byte) {
 	err := s.rxmap.Deliver(relSeq, data, s.insert)
 	switch {
 	case err == nil:
-	case errors.Is(err, dsnmap.ErrNoMapping) && !s.sawMapping && len(c.subflows) == 1:
+	case errors.Is(err, dsnmap.ErrNoMapping) && !s.sawMapping && c.canFallback(s):
 		// Unmapped data before any mapping: options stripped (§3.7).
 		c.cfg.MIB.Inc(DssFallback)
 		c.doFallback(FallbackDataNoDSS, s)
