@@ -7,8 +7,10 @@
 // # Shape
 //
 //   - Input: Endpoint.HandleSegment(*Segment) with header fields, options
-//     already parsed by options.ParseTCPOptions (ParseSegment does both from
-//     raw bytes) and a payload view valid during the call; with
+//     already parsed by options.ParseTCPOptionsLenient (ParseSegment does
+//     both from raw bytes; malformed options are passed over as Linux
+//     does, never a reason to drop the segment) and a payload view valid
+//     during the call; with
 //     Segment.PayloadView in-order data is kept by reference, not copied.
 //   - Output: Config.Output.WriteSegment(*OutSegment): header fields, the
 //     complete option block and the payload as a view of the send buffer,
