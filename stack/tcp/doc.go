@@ -31,7 +31,9 @@
 //     Info, SendAck, Kick.
 //   - Passive open: Listener.HandleSegment for segments matching no
 //     endpoint returns new endpoints to register (SYN queue bounded by
-//     Backlog, SYN cookies when full, RFC 4987).
+//     Backlog, SYN cookies when full, RFC 4987; old half-open endpoints
+//     pruned while the queue is more than half full, as Linux does, so
+//     that the listener leaves cookie mode soon after a SYN flood).
 //   - Path MTU: HandlePacketTooBig lowers the MSS and retransmits.
 //
 // Concurrency: an Endpoint or Listener is not safe for concurrent use; the

@@ -126,8 +126,11 @@ type Endpoint struct {
 	chalCount  int
 
 	lastNotifiedDeadline timer
-	// leaveSynRcvd is the Listener's hook to count half-open connections.
-	leaveSynRcvd func()
+	// synq is the SYN queue of the Listener that created the endpoint,
+	// while it is in SYN-RECEIVED; synYoung is set until its SYN-ACK first
+	// times out.
+	synq     *synQueue
+	synYoung bool
 
 	info Info
 
@@ -488,10 +491,9 @@ func (e *Endpoint) setState(s State) {
 	}
 	old := e.state
 	e.state = s
-	if old == StateSynRcvd && e.leaveSynRcvd != nil {
-		f := e.leaveSynRcvd
-		e.leaveSynRcvd = nil
-		f()
+	if old == StateSynRcvd && e.synq != nil {
+		e.synq.leave(e.synYoung)
+		e.synq, e.synYoung = nil, false
 	}
 	if e.ext != nil {
 		e.ext.StateChanged(old, s)

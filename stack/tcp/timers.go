@@ -70,7 +70,21 @@ func (e *Endpoint) onRTO() {
 	e.rto = min(2*e.rto, e.cfg.MaxRTO)
 	switch e.state {
 	case StateSynSent, StateSynRcvd:
-		if e.backoff > e.cfg.SynRetries {
+		limit := e.cfg.SynRetries
+		if q := e.synq; q != nil {
+			// A Listener's half-open endpoint: fewer retries while the
+			// SYN queue is clogged (synQueue.retries), reckoned while
+			// it still counts as young, as Linux does.
+			limit = q.retries(limit)
+			if e.synYoung {
+				e.synYoung = false
+				q.young.Add(-1)
+			}
+			if e.backoff > limit && limit < e.cfg.SynRetries {
+				q.pruned.Add(1)
+			}
+		}
+		if e.backoff > limit {
 			e.closeNow(ErrTimeout)
 			return
 		}
