@@ -308,6 +308,9 @@ func (n *Network) deliver(p *Packet) {
 	if _, _, err := tcp.ParseSegment(p.Bytes, &p.Seg); err != nil {
 		return
 	}
+	if h.Ingress != nil && !h.Ingress(p) {
+		return
+	}
 	if n.Trace != nil {
 		n.Trace(p)
 	}
