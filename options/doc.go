@@ -28,9 +28,12 @@
 // accepted lengths follow the Linux kernel's mptcp_parse_option; where we
 // accept more or less than Linux, the type's documentation says so.
 //
-// For the receive hot path use ParseTCPOptions (raw views of the MPTCP
-// options, no allocation) and then the typed parser for the subtype found
-// with PeekSubtype. Parse returns an Option interface and therefore
+// For the receive hot path use ParseTCPOptionsLenient (raw views of the
+// MPTCP options, no allocation; malformed options are passed over and
+// counted, as Linux's tcp_parse_options does, so that the segment is still
+// processed) and then the typed parser for the subtype found with
+// PeekSubtype. ParseTCPOptions is the strict variant for tools that want
+// the first error (pcaps). Parse returns an Option interface and therefore
 // allocates; it suits tools and tests.
 //
 // For the send path, Layout builds a complete, aligned TCP option block with

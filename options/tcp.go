@@ -70,6 +70,12 @@ type TCPOptions struct {
 	MPTCP    [MaxMPTCPOptions][]byte
 	// DroppedMPTCP counts kind-30 options after the first MaxMPTCPOptions.
 	DroppedMPTCP int
+
+	// Malformed counts the options ParseTCPOptionsLenient passed over: a
+	// known kind with a wrong length or an MPTCP option shorter than 3
+	// bytes (skipped), or broken framing (the walk stopped there).
+	// ParseTCPOptions returns an error instead and leaves it zero.
+	Malformed int
 }
 
 // SACK returns the received SACK blocks, a slice of o.SACKBlocks.
@@ -124,70 +130,102 @@ func NextTCPOption(b []byte) (kind uint8, opt []byte, rest []byte, err error) {
 // (see NextTCPOption), a wrong length for MSS (4), window scale (3),
 // SACK-permitted (2), timestamps (10) or SACK (2 + 8n, n >= 1), or an MPTCP
 // option shorter than 3 bytes — it returns the error and o holds what was
-// parsed before that option. Linux instead skips a known option with a wrong
-// length and keeps walking; a caller wanting that can walk with
-// NextTCPOption. Unknown kinds are skipped. When an option appears twice,
-// the last one wins (as in Linux), except that MPTCP options accumulate.
-// SACK blocks beyond MaxSACKBlocks (impossible within 40 bytes) are ignored.
+// parsed before that option. ParseTCPOptionsLenient is the receive path's
+// variant that, like Linux, gets past such options. Unknown kinds are
+// skipped. When an option appears twice, the last one wins (as in Linux),
+// except that MPTCP options accumulate. SACK blocks beyond MaxSACKBlocks
+// (impossible within 40 bytes) are ignored.
 func ParseTCPOptions(b []byte, o *TCPOptions) error {
+	return parseTCPOptions(b, o, false)
+}
+
+// ParseTCPOptionsLenient is ParseTCPOptions as Linux's tcp_parse_options
+// walks the option area of a segment it is about to process: a known option
+// with a wrong length (including an MPTCP option shorter than 3 bytes) is
+// ignored and the walk goes on; a length byte below 2, or an option running
+// past the end of b ("don't parse partial options"), ends the walk, keeping
+// what was parsed before it. Each is counted in o.Malformed; nothing else
+// distinguishes the result from a clean parse, so the segment can be
+// processed with the options that were well formed. It never allocates.
+func ParseTCPOptionsLenient(b []byte, o *TCPOptions) {
+	parseTCPOptions(b, o, true)
+}
+
+func parseTCPOptions(b []byte, o *TCPOptions, lenient bool) error {
 	*o = TCPOptions{}
 	for len(b) > 0 {
 		kind, opt, rest, err := NextTCPOption(b)
 		if err != nil {
+			if lenient {
+				o.Malformed++
+				return nil
+			}
 			return err
 		}
-		switch kind {
-		case KindEOL:
+		if kind == KindEOL {
 			return nil
-		case KindNOP:
-		case KindMSS:
-			if len(opt) != lenMSS {
-				return ErrBadLength
+		}
+		if err := o.add(kind, opt); err != nil {
+			if !lenient {
+				return err
 			}
-			o.HasMSS = true
-			o.MSS = binary.BigEndian.Uint16(opt[2:])
-		case KindWindowScale:
-			if len(opt) != lenWindowScale {
-				return ErrBadLength
-			}
-			o.HasWindowScale = true
-			o.WindowScale = opt[2]
-		case KindSACKPermitted:
-			if len(opt) != lenSACKPermitted {
-				return ErrBadLength
-			}
-			o.SACKPermitted = true
-		case KindSACK:
-			if len(opt) < 2+lenSACKBlock || (len(opt)-2)%lenSACKBlock != 0 {
-				return ErrBadLength
-			}
-			o.NumSACKBlocks = 0
-			for p := opt[2:]; len(p) > 0 && o.NumSACKBlocks < MaxSACKBlocks; p = p[lenSACKBlock:] {
-				o.SACKBlocks[o.NumSACKBlocks] = SACKBlock{
-					Start: binary.BigEndian.Uint32(p),
-					End:   binary.BigEndian.Uint32(p[4:]),
-				}
-				o.NumSACKBlocks++
-			}
-		case KindTimestamp:
-			if len(opt) != lenTimestamp {
-				return ErrBadLength
-			}
-			o.HasTimestamp = true
-			o.TSVal = binary.BigEndian.Uint32(opt[2:])
-			o.TSEcr = binary.BigEndian.Uint32(opt[6:])
-		case KindMPTCP:
-			if len(opt) < 3 {
-				return ErrBadLength
-			}
-			if o.NumMPTCP < MaxMPTCPOptions {
-				o.MPTCP[o.NumMPTCP] = opt
-				o.NumMPTCP++
-			} else {
-				o.DroppedMPTCP++
-			}
+			o.Malformed++
 		}
 		b = rest
+	}
+	return nil
+}
+
+// add records one well-framed option; it returns ErrBadLength, recording
+// nothing, when a known kind has a length it does not allow.
+func (o *TCPOptions) add(kind uint8, opt []byte) error {
+	switch kind {
+	case KindMSS:
+		if len(opt) != lenMSS {
+			return ErrBadLength
+		}
+		o.HasMSS = true
+		o.MSS = binary.BigEndian.Uint16(opt[2:])
+	case KindWindowScale:
+		if len(opt) != lenWindowScale {
+			return ErrBadLength
+		}
+		o.HasWindowScale = true
+		o.WindowScale = opt[2]
+	case KindSACKPermitted:
+		if len(opt) != lenSACKPermitted {
+			return ErrBadLength
+		}
+		o.SACKPermitted = true
+	case KindSACK:
+		if len(opt) < 2+lenSACKBlock || (len(opt)-2)%lenSACKBlock != 0 {
+			return ErrBadLength
+		}
+		o.NumSACKBlocks = 0
+		for p := opt[2:]; len(p) > 0 && o.NumSACKBlocks < MaxSACKBlocks; p = p[lenSACKBlock:] {
+			o.SACKBlocks[o.NumSACKBlocks] = SACKBlock{
+				Start: binary.BigEndian.Uint32(p),
+				End:   binary.BigEndian.Uint32(p[4:]),
+			}
+			o.NumSACKBlocks++
+		}
+	case KindTimestamp:
+		if len(opt) != lenTimestamp {
+			return ErrBadLength
+		}
+		o.HasTimestamp = true
+		o.TSVal = binary.BigEndian.Uint32(opt[2:])
+		o.TSEcr = binary.BigEndian.Uint32(opt[6:])
+	case KindMPTCP:
+		if len(opt) < 3 {
+			return ErrBadLength
+		}
+		if o.NumMPTCP < MaxMPTCPOptions {
+			o.MPTCP[o.NumMPTCP] = opt
+			o.NumMPTCP++
+		} else {
+			o.DroppedMPTCP++
+		}
 	}
 	return nil
 }

@@ -75,31 +75,60 @@ func equalTCPOptions(a, b TCPOptions) bool {
 		}
 	}
 	a.MPTCP, b.MPTCP = [4][]byte{}, [4][]byte{}
+	// Only SACKBlocks[:NumSACKBlocks] is meaningful (a second SACK option
+	// leaves the first one's extra blocks behind).
+	for i := a.NumSACKBlocks; i >= 0 && i < MaxSACKBlocks; i++ {
+		a.SACKBlocks[i] = SACKBlock{}
+	}
+	for i := b.NumSACKBlocks; i >= 0 && i < MaxSACKBlocks; i++ {
+		b.SACKBlocks[i] = SACKBlock{}
+	}
 	return reflect.DeepEqual(a, b)
 }
 
-// tcpErrCase is a malformed option area, its error and the partial result.
+// tcpErrCase is a malformed option area: the strict parser's error and
+// partial result, and what the lenient parser (Linux's tcp_parse_options
+// walk) makes of it.
 type tcpErrCase struct {
 	name    string
 	in      []byte
 	err     error
-	partial TCPOptions // what was parsed before the bad option
+	partial TCPOptions // what ParseTCPOptions parsed before the bad option
+	lenient TCPOptions // what ParseTCPOptionsLenient returns
 }
 
 var tcpErrCases = []tcpErrCase{
-	{"kind without length", hx("02"), ErrTruncated, TCPOptions{}},
-	{"length 0", hx("08 00 00 00"), ErrBadLength, TCPOptions{}},
-	{"length 1", hx("01 02 01"), ErrBadLength, TCPOptions{}},
-	{"length past end", hx("02 04 05 b4 08 0a 00 00 00 01"), ErrTruncated, TCPOptions{HasMSS: true, MSS: 1460}},
-	{"MSS length 5", hx("02 05 05 b4 00"), ErrBadLength, TCPOptions{}},
-	{"MSS length 2", hx("02 02"), ErrBadLength, TCPOptions{}},
-	{"WS length 4", hx("01 03 04 07 00"), ErrBadLength, TCPOptions{}},
-	{"SACK_PERM length 3", hx("04 03 00"), ErrBadLength, TCPOptions{}},
-	{"TS length 8", hx("02 04 05 b4 08 08 00 00 00 01 00 00"), ErrBadLength, TCPOptions{HasMSS: true, MSS: 1460}},
-	{"SACK length 2", hx("05 02"), ErrBadLength, TCPOptions{}},
-	{"SACK length 11", hx("05 0b 00 00 00 01 00 00 00 02 00"), ErrBadLength, TCPOptions{}},
-	{"MPTCP length 2", hx("1e 03 51 1e 02"), ErrBadLength, TCPOptions{NumMPTCP: 1, MPTCP: [4][]byte{hx("1e 03 51")}}},
-	{"unknown kind past end", hx("03 03 07 fd 09 00"), ErrTruncated, TCPOptions{HasWindowScale: true, WindowScale: 7}},
+	{"kind without length", hx("02"), ErrTruncated, TCPOptions{}, TCPOptions{Malformed: 1}},
+	{"length 0", hx("08 00 00 00"), ErrBadLength, TCPOptions{}, TCPOptions{Malformed: 1}},
+	{"length 1", hx("01 02 01"), ErrBadLength, TCPOptions{}, TCPOptions{Malformed: 1}},
+	{"length past end", hx("02 04 05 b4 08 0a 00 00 00 01"), ErrTruncated, TCPOptions{HasMSS: true, MSS: 1460},
+		TCPOptions{HasMSS: true, MSS: 1460, Malformed: 1}},
+	{"MSS length 5", hx("02 05 05 b4 00"), ErrBadLength, TCPOptions{}, TCPOptions{Malformed: 1}},
+	{"MSS length 2", hx("02 02"), ErrBadLength, TCPOptions{}, TCPOptions{Malformed: 1}},
+	{"WS length 4", hx("01 03 04 07 00"), ErrBadLength, TCPOptions{}, TCPOptions{Malformed: 1}},
+	{"SACK_PERM length 3", hx("04 03 00"), ErrBadLength, TCPOptions{}, TCPOptions{Malformed: 1}},
+	{"TS length 8", hx("02 04 05 b4 08 08 00 00 00 01 00 00"), ErrBadLength, TCPOptions{HasMSS: true, MSS: 1460},
+		TCPOptions{HasMSS: true, MSS: 1460, Malformed: 1}},
+	{"SACK length 2", hx("05 02"), ErrBadLength, TCPOptions{}, TCPOptions{Malformed: 1}},
+	{"SACK length 11", hx("05 0b 00 00 00 01 00 00 00 02 00"), ErrBadLength, TCPOptions{}, TCPOptions{Malformed: 1}},
+	{"MPTCP length 2", hx("1e 03 51 1e 02"), ErrBadLength, TCPOptions{NumMPTCP: 1, MPTCP: [4][]byte{hx("1e 03 51")}},
+		TCPOptions{NumMPTCP: 1, MPTCP: [4][]byte{hx("1e 03 51")}, Malformed: 1}},
+	{"unknown kind past end", hx("03 03 07 fd 09 00"), ErrTruncated, TCPOptions{HasWindowScale: true, WindowScale: 7},
+		TCPOptions{HasWindowScale: true, WindowScale: 7, Malformed: 1}},
+	// Lenient parsing goes on after a known option with a wrong length
+	// and stops at broken framing; the strict parser stops at either.
+	{"bad MSS length, later options kept", hx("02 05 05 b4 00 01 03 03 07 04 02 08 0a 00 00 00 09 00 00 00 00"), ErrBadLength, TCPOptions{},
+		TCPOptions{HasWindowScale: true, WindowScale: 7, SACKPermitted: true, HasTimestamp: true, TSVal: 9, Malformed: 1}},
+	{"MPTCP length 2 between MSS and WS", hx("02 04 05 b4 1e 02 01 03 03 07"), ErrBadLength, TCPOptions{HasMSS: true, MSS: 1460},
+		TCPOptions{HasMSS: true, MSS: 1460, HasWindowScale: true, WindowScale: 7, Malformed: 1}},
+	{"MPTCP length 1 stops the walk", hx("02 04 05 b4 1e 01 03 03 07"), ErrBadLength, TCPOptions{HasMSS: true, MSS: 1460},
+		TCPOptions{HasMSS: true, MSS: 1460, Malformed: 1}},
+	{"MPTCP length 0 stops the walk", hx("04 02 1e 00 03 03 07"), ErrBadLength, TCPOptions{SACKPermitted: true},
+		TCPOptions{SACKPermitted: true, Malformed: 1}},
+	{"MP_CAPABLE past the end", hx("02 04 05 b4 01 01 04 02 1e 0c 00 81 00 00"), ErrTruncated, TCPOptions{HasMSS: true, MSS: 1460, SACKPermitted: true},
+		TCPOptions{HasMSS: true, MSS: 1460, SACKPermitted: true, Malformed: 1}},
+	{"two bad lengths, then SACK", hx("03 04 07 00 08 09 00 00 00 00 00 00 00 05 0a 00 00 00 01 00 00 00 02"), ErrBadLength, TCPOptions{},
+		TCPOptions{NumSACKBlocks: 1, SACKBlocks: [4]SACKBlock{{1, 2}}, Malformed: 2}},
 }
 
 func TestParseTCPOptionsErrors(t *testing.T) {
@@ -113,6 +142,42 @@ func TestParseTCPOptionsErrors(t *testing.T) {
 				t.Errorf("partial result %+v, want %+v", got, tc.partial)
 			}
 		})
+	}
+}
+
+// TestParseTCPOptionsLenient: on valid areas the lenient parser agrees with
+// the strict one; on malformed ones it skips a known option with a wrong
+// length and stops at broken framing, as Linux's tcp_parse_options does,
+// counting each in Malformed.
+func TestParseTCPOptionsLenient(t *testing.T) {
+	for _, tc := range tcpCases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := TCPOptions{HasMSS: true, NumSACKBlocks: 3, Malformed: 4}
+			ParseTCPOptionsLenient(tc.in, &got)
+			if !equalTCPOptions(got, tc.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tc.want)
+			}
+		})
+	}
+	for _, tc := range tcpErrCases {
+		t.Run(tc.name, func(t *testing.T) {
+			var got TCPOptions
+			ParseTCPOptionsLenient(tc.in, &got)
+			if !equalTCPOptions(got, tc.lenient) {
+				t.Errorf("got  %+v\nwant %+v", got, tc.lenient)
+			}
+		})
+	}
+}
+
+func TestParseTCPOptionsLenientNoAlloc(t *testing.T) {
+	var o TCPOptions
+	bad := hx("02 05 05 b4 00 01 03 03 07 1e 02 1e 04 20 01")
+	if n := testing.AllocsPerRun(1000, func() { ParseTCPOptionsLenient(bad, &o) }); n != 0 {
+		t.Errorf("ParseTCPOptionsLenient allocates %v times", n)
+	}
+	if o.Malformed != 2 || o.NumMPTCP != 1 || !o.HasWindowScale {
+		t.Errorf("unexpected result %+v", o)
 	}
 }
 
@@ -199,7 +264,9 @@ func BenchmarkParseTCPOptions(b *testing.B) {
 // FuzzParseTCPOptions checks, for any option area: no panic; every MPTCP view
 // lies inside the input, is a whole kind-30 option (length == byte 1), and
 // the views plus DroppedMPTCP account for every kind-30 option before the
-// stop point; the counts are in range.
+// stop point; the counts are in range. For the lenient parser (see
+// checkLenient): the same view properties, agreement with the strict parser
+// where that succeeds, and a round trip through Layout.
 func FuzzParseTCPOptions(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var o TCPOptions
@@ -209,6 +276,9 @@ func FuzzParseTCPOptions(f *testing.F) {
 		}
 		if o.NumMPTCP < 0 || o.NumMPTCP > MaxMPTCPOptions || o.NumSACKBlocks < 0 || o.NumSACKBlocks > MaxSACKBlocks {
 			t.Fatalf("counts out of range: %+v", o)
+		}
+		if o.Malformed != 0 {
+			t.Fatalf("strict parser counted %d malformed options", o.Malformed)
 		}
 		// Walk independently to find the kind-30 options and their offsets.
 		var offsets []int
@@ -228,14 +298,88 @@ func FuzzParseTCPOptions(f *testing.F) {
 		if err == nil && o.NumMPTCP+o.DroppedMPTCP != len(offsets) {
 			t.Fatalf("%d+%d MPTCP options reported, %d in the input", o.NumMPTCP, o.DroppedMPTCP, len(offsets))
 		}
-		for i, s := range o.MPTCPOptions() {
-			if len(s) < 3 || s[0] != KindMPTCP || int(s[1]) != len(s) || cap(s) != len(s) {
-				t.Fatalf("MPTCP[%d] = % x (cap %d)", i, s, cap(s))
-			}
-			off := offsets[i]
-			if &s[0] != &b[off] || off+len(s) > len(b) {
-				t.Fatalf("MPTCP[%d] is not the view of the option at offset %d", i, off)
-			}
-		}
+		checkViews(t, b, &o, offsets)
+		checkLenient(t, b, &o, err, offsets)
 	})
+}
+
+// checkViews checks that o's MPTCP views are the whole kind-30 options of
+// b at the given offsets, in order.
+func checkViews(t *testing.T, b []byte, o *TCPOptions, offsets []int) {
+	t.Helper()
+	for i, s := range o.MPTCPOptions() {
+		if len(s) < 3 || s[0] != KindMPTCP || int(s[1]) != len(s) || cap(s) != len(s) {
+			t.Fatalf("MPTCP[%d] = % x (cap %d)", i, s, cap(s))
+		}
+		if i >= len(offsets) {
+			t.Fatalf("MPTCP[%d] beyond the %d options in the input", i, len(offsets))
+		}
+		off := offsets[i]
+		if &s[0] != &b[off] || off+len(s) > len(b) {
+			t.Fatalf("MPTCP[%d] is not the view of the option at offset %d", i, off)
+		}
+	}
+}
+
+// checkLenient checks ParseTCPOptionsLenient against the strict result
+// strict (and its error): equal with nothing malformed when the strict
+// parser succeeds; otherwise at least one malformed option, and the MPTCP
+// options the strict parser found before the error found too. The lenient
+// result, laid out again with Layout, parses strictly to the same values
+// whenever it fits in the option space.
+func checkLenient(t *testing.T, b []byte, strict *TCPOptions, err error, offsets []int) {
+	t.Helper()
+	var l TCPOptions
+	ParseTCPOptionsLenient(b, &l)
+	if l.NumMPTCP < 0 || l.NumMPTCP > MaxMPTCPOptions || l.NumSACKBlocks < 0 || l.NumSACKBlocks > MaxSACKBlocks || l.Malformed < 0 {
+		t.Fatalf("lenient counts out of range: %+v", l)
+	}
+	if err == nil {
+		if !equalTCPOptions(l, *strict) {
+			t.Fatalf("lenient %+v, strict %+v", l, *strict)
+		}
+	} else {
+		if l.Malformed == 0 {
+			t.Fatalf("strict error %v, lenient counted nothing malformed: %+v", err, l)
+		}
+		if l.NumMPTCP < strict.NumMPTCP {
+			t.Fatalf("lenient kept %d MPTCP options, strict %d before its error", l.NumMPTCP, strict.NumMPTCP)
+		}
+	}
+	// The lenient walk skips MPTCP options shorter than 3 bytes like the
+	// independent walk, so the same offsets apply to its views.
+	checkViews(t, b, &l, offsets)
+
+	lay := Layout{
+		HasWindowScale: l.HasWindowScale, WindowScale: l.WindowScale,
+		SACKPermitted: l.SACKPermitted,
+		HasTimestamp:  l.HasTimestamp, TSVal: l.TSVal, TSEcr: l.TSEcr,
+		SACKBlocks: l.SACK(),
+	}
+	if l.HasMSS {
+		lay.MSS = l.MSS
+	}
+	for _, raw := range l.MPTCPOptions() {
+		u, uerr := ParseUnknown(raw)
+		if uerr != nil {
+			t.Fatalf("lenient kept an MPTCP option that does not frame: % x: %v", raw, uerr)
+		}
+		lay.MPTCP = append(lay.MPTCP, u)
+	}
+	block, om := lay.Append(nil)
+	if om.Any() {
+		return // more than 40 bytes once aligned: nothing to compare
+	}
+	var again TCPOptions
+	if rerr := ParseTCPOptions(block, &again); rerr != nil {
+		t.Fatalf("lenient result laid out as % x does not parse: %v", block, rerr)
+	}
+	want := l
+	want.Malformed, want.DroppedMPTCP = 0, 0
+	if want.HasMSS && want.MSS == 0 {
+		want.HasMSS = false // Layout cannot express MSS 0
+	}
+	if !equalTCPOptions(again, want) {
+		t.Fatalf("round trip through % x: %+v, want %+v", block, again, want)
+	}
 }

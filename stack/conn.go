@@ -118,13 +118,9 @@ func (c *Conn) config() tcp.Config {
 
 // mptcpConfig returns the configuration of this connection's MPTCP layer.
 func (c *Conn) mptcpConfig() mptcp.Config {
-	return mptcp.Config{
-		Clock:     c.eng.clock,
-		Tokens:    c.eng.tokens,
-		Checksums: c.eng.opts.MPTCP.Checksums,
-		Notify:    c.notify,
-		MIB:       &c.eng.mib,
-	}
+	cfg := c.eng.mptcpConfig()
+	cfg.Notify = c.notify
+	return cfg
 }
 
 // bindMPTCP attaches the MPTCP layer's subflow to the endpoint.
@@ -323,7 +319,7 @@ func (ce *connEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stack.Pa
 	c := (*Conn)(ce)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := parseIncoming(&id, pkt, &c.seg); err != nil {
+	if err := parseIncoming(&id, pkt, &c.seg); err != nil || c.eng.countOptions(&c.seg) {
 		c.eng.countParseError(err)
 		return
 	}

@@ -63,6 +63,9 @@ type Stats struct {
 	ChecksumErrors uint64
 	// Malformed counts segments dropped as undecodable.
 	Malformed uint64
+	// MalformedOptions counts TCP options skipped as malformed in
+	// segments that were processed (as Linux does).
+	MalformedOptions uint64
 	// AcceptQueueOverflows counts established connections reset because
 	// their listener's accept queue was full.
 	AcceptQueueOverflows uint64
@@ -81,6 +84,7 @@ type statCounters struct {
 	resetsSentUnknown    atomic.Uint64
 	checksumErrors       atomic.Uint64
 	malformed            atomic.Uint64
+	malformedOptions     atomic.Uint64
 	acceptQueueOverflows atomic.Uint64
 	connLimitDrops       atomic.Uint64
 	undeliveredCloses    atomic.Uint64
@@ -166,6 +170,7 @@ func (e *Engine) Stats() Stats {
 		ResetsSentUnknown:    e.stats.resetsSentUnknown.Load(),
 		ChecksumErrors:       e.stats.checksumErrors.Load(),
 		Malformed:            e.stats.malformed.Load(),
+		MalformedOptions:     e.stats.malformedOptions.Load(),
 		AcceptQueueOverflows: e.stats.acceptQueueOverflows.Load(),
 		ConnectionLimitDrops: e.stats.connLimitDrops.Load(),
 		UndeliveredCloses:    e.stats.undeliveredCloses.Load(),
@@ -294,6 +299,17 @@ func (e *Engine) tcpConfig(r *stack.Route) tcp.Config {
 		cfg.MSS = mss
 	}
 	return cfg
+}
+
+// mptcpConfig returns the engine's part of a connection's MPTCP
+// configuration (the connection adds its Notify).
+func (e *Engine) mptcpConfig() mptcp.Config {
+	return mptcp.Config{
+		Clock:     e.clock,
+		Tokens:    e.tokens,
+		Checksums: e.opts.MPTCP.Checksums,
+		MIB:       &e.mib,
+	}
 }
 
 // reserveConn counts a new connection against MaxConnections.

@@ -124,6 +124,7 @@ func (e *Engine) ListenTCP(network string, laddr *net.TCPAddr) (*Listener, error
 	lcfg := tcp.ListenerConfig{Config: cfg, Backlog: e.opts.Backlog, Secret: e.secret}
 	if !e.opts.MPTCP.Disabled {
 		lcfg.NewExtension = l.newExtension
+		lcfg.NewCookieExtension = l.newCookieExtension
 	}
 	tl, err := tcp.NewListener(lcfg)
 	if err != nil {
@@ -177,6 +178,27 @@ func (l *Listener) newExtension(_ tcp.FlowID, seg *tcp.Segment) (tcp.Extension, 
 	}
 	l.newMC, l.newSF = mc, sf
 	return sf, tcp.VerdictAccept
+}
+
+// newCookieExtension is the factory for SYNs answered with a SYN cookie
+// (a full SYN queue): MP_CAPABLE on the SYN/ACK without any state, so
+// that a SYN flood costs no connection per SYN; the third ACK rebuilds
+// the connection (newExtension). A join SYN is refused as in
+// newExtension. Called with l.mu held.
+func (l *Listener) newCookieExtension(_ tcp.FlowID, seg *tcp.Segment) (tcp.Extension, tcp.Verdict) {
+	if mptcp.IsJoin(seg) {
+		l.eng.mib.Inc(mptcp.MPJoinSynRx)
+		l.eng.mib.Inc(mptcp.MPJoinRejected)
+		return nil, tcp.VerdictReset
+	}
+	ext, ok, err := mptcp.NewCookieSYNACK(l.eng.mptcpConfig(), seg)
+	if err != nil {
+		return nil, tcp.VerdictDrop
+	}
+	if !ok {
+		return nil, tcp.VerdictAccept
+	}
+	return ext, tcp.VerdictAccept
 }
 
 // templateMSS is the MSS the listener advertises: the largest any NIC
@@ -308,7 +330,7 @@ func (le *listenerEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stac
 	e := l.eng
 	l.mu.Lock()
 	seg := &l.seg
-	if err := parseIncoming(&id, pkt, seg); err != nil {
+	if err := parseIncoming(&id, pkt, seg); err != nil || l.eng.countOptions(seg) {
 		l.mu.Unlock()
 		e.countParseError(err)
 		return

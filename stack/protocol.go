@@ -67,7 +67,7 @@ var segPool = sync.Pool{New: func() any { return new(tcp.Segment) }}
 func (p *protocol) HandleUnknownDestinationPacket(id stack.TransportEndpointID, pkt *stack.PacketBuffer) stack.UnknownDestinationPacketDisposition {
 	seg := segPool.Get().(*tcp.Segment)
 	defer segPool.Put(seg)
-	if err := parseIncoming(&id, pkt, seg); err != nil {
+	if err := parseIncoming(&id, pkt, seg); err != nil || p.eng.countOptions(seg) {
 		p.eng.countParseError(err)
 		return stack.UnknownDestinationPacketMalformed
 	}
@@ -76,6 +76,16 @@ func (p *protocol) HandleUnknownDestinationPacket(id stack.TransportEndpointID, 
 		p.eng.replyReset(&id, pkt, seg)
 	}
 	return stack.UnknownDestinationPacketHandled
+}
+
+// countOptions counts the malformed TCP options of a parsed segment
+// (skipped as Linux does, RFC 9293 §3.1: the segment is still processed)
+// and reports false, so that it can follow parseIncoming in a condition.
+func (e *Engine) countOptions(seg *tcp.Segment) bool {
+	if n := seg.Options.Malformed; n > 0 {
+		e.stats.malformedOptions.Add(uint64(n))
+	}
+	return false
 }
 
 // countParseError counts a segment dropped by parseIncoming.

@@ -13,6 +13,7 @@ import (
 	"github.com/mptund/mptund/stack/tcp"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/header"
 )
 
 // Defaults for Config fields left zero.
@@ -1268,4 +1269,49 @@ func (c *Conn) Info() Info {
 		}
 	}
 	return in
+}
+
+// cookieSYNACK is the extension of a SYN answered with a SYN cookie: it
+// only puts MP_CAPABLE with a fresh key on the SYN/ACK and keeps no state
+// (no connection, no token held: under a SYN flood it runs for every
+// SYN). The key comes back in the third ACK (NewServerFromCookie).
+type cookieSYNACK struct {
+	tcp.NopExtension
+	mpc options.MPCapable
+}
+
+func (e *cookieSYNACK) SegmentOptions(info *tcp.SegmentInfo, _ int, dst []options.Option) []options.Option {
+	if info.Flags&header.TCPFlagSyn != 0 && info.Flags&header.TCPFlagAck != 0 {
+		return append(dst, &e.mpc)
+	}
+	return dst
+}
+
+// NewCookieSYNACK returns the stateless extension of a SYN with
+// MP_CAPABLE answered with a SYN cookie, or ok false when the SYN has no
+// usable MP_CAPABLE (plain TCP). The key's token is free when chosen but
+// not reserved: NewServerFromCookie claims it, or falls back to TCP if
+// another connection took it meanwhile.
+func NewCookieSYNACK(cfg Config, syn *tcp.Segment) (ext tcp.Extension, ok bool, err error) {
+	var p parsed
+	parseOptions(syn, &p)
+	if !p.hasMPC || p.mpc.Form != options.CapableSYN || !usableCapable(&p.mpc) {
+		return nil, false, nil
+	}
+	if cfg.Tokens == nil {
+		return nil, false, errors.New("mptcp: Config needs Tokens")
+	}
+	key, err := handshake.NewKey(cfg.Rand, func(tok uint32) bool { return cfg.Tokens.Lookup(tok) != nil })
+	if err != nil {
+		return nil, false, err
+	}
+	flags := uint8(options.CapableFlagHMACSHA256)
+	if cfg.Checksums || p.mpc.Flags&options.CapableFlagChecksum != 0 {
+		flags |= options.CapableFlagChecksum
+	}
+	if cfg.PM.DenyJoinInitial() {
+		flags |= options.CapableFlagNoNewSubflowsToSource
+	}
+	cfg.MIB.Inc(MPCapableSYNRX)
+	return &cookieSYNACK{mpc: options.MPCapable{Form: options.CapableSYNACK, Version: 1, Flags: flags, SenderKey: key}}, true, nil
 }

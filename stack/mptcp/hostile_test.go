@@ -164,7 +164,7 @@ func TestSimHostileSegments(t *testing.T) {
 				p := newSimPairOpts(t, link, csum, csum, rec.tap)
 				p.transferHook(p.server, p.client, 1<<20, 11, 256<<10, func() {
 					for _, seg := range cl.forge(t, p, rec) {
-						p.net.Inject(simB, simA, seg, 0)
+						p.net.Inject(0, simB, uint16(seg[0])<<8|uint16(seg[1]), simA, uint16(seg[2])<<8|uint16(seg[3]), seg)
 					}
 				})
 				p.transfer(p.client, p.server, 64<<10, 12)

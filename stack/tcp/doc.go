@@ -7,8 +7,10 @@
 // # Shape
 //
 //   - Input: Endpoint.HandleSegment(*Segment) with header fields, options
-//     already parsed by options.ParseTCPOptions (ParseSegment does both from
-//     raw bytes) and a payload view valid during the call; with
+//     already parsed by options.ParseTCPOptionsLenient (ParseSegment does
+//     both from raw bytes; malformed options are passed over as Linux
+//     does, never a reason to drop the segment) and a payload view valid
+//     during the call; with
 //     Segment.PayloadView in-order data is kept by reference, not copied.
 //   - Output: Config.Output.WriteSegment(*OutSegment): header fields, the
 //     complete option block and the payload as a view of the send buffer,
@@ -29,7 +31,9 @@
 //     Info, SendAck, Kick.
 //   - Passive open: Listener.HandleSegment for segments matching no
 //     endpoint returns new endpoints to register (SYN queue bounded by
-//     Backlog, SYN cookies when full, RFC 4987).
+//     Backlog, SYN cookies when full, RFC 4987; old half-open endpoints
+//     pruned while the queue is more than half full, as Linux does, so
+//     that the listener leaves cookie mode soon after a SYN flood).
 //   - Path MTU: HandlePacketTooBig lowers the MSS and retransmits.
 //
 // Concurrency: an Endpoint or Listener is not safe for concurrent use; the
@@ -77,7 +81,17 @@
 //   - TCP segmentation offload (SetGSOMaxSize): new data leaves in
 //     super-segments of whole segments within cwnd and the peer's window;
 //     plain chunks hold whole segments (ChunkSize) so none ends short.
-//   - Zero-window probes (persist timer with backoff), keepalive.
+//   - Zero-window probes (persist timer with backoff, never giving up on a
+//     peer that answers), keepalive.
+//   - A shrinking window (RFC 9293 §3.8.6.2.2), which kernel MPTCP
+//     subflows advertise: pure ACKs and RSTs carry SEQ at the peer's
+//     right edge when it retreated below SND.NXT (Linux's
+//     tcp_acceptable_seq), nothing is retransmitted beyond it but the
+//     head as a probe, and the bytes sent beyond it leave the flight, to
+//     be sent again when the window reaches them, without a congestion
+//     response; a shut window is probed by the persist timer, not timed
+//     out by the retransmission timer. Retreats of less than one window
+//     scale unit are taken for rounding.
 //   - RFC 5961: RST and SYN challenge ACKs, ACK validation, rate limit.
 //   - Bounded resources: send buffer, receive buffer (out-of-order data is
 //     stored in place in the receive ring, at most maxOOORanges holes;

@@ -50,13 +50,18 @@ type Endpoint struct {
 	maxSndWnd      uint64
 	sndWl1         uint64 // receive offset of the last window update
 	sndWl2         uint64 // send offset acked by the last window update
-	sb             sendBuffer
-	finQueued      bool
-	finOff         uint64 // offset of our FIN once queued
-	sndMSS         int    // largest payload (peer's MSS minus fixed options)
-	gsoMax         int    // largest TSO super-segment payload, 0 for none
-	peerMSS        int
-	pathMSS        int // from HandlePacketTooBig; 0 = none
+	// rwNext and rwEnd delimit the bytes sent beyond a right edge that
+	// retreated (SND.UNA+SND.WND moved back below SND.NXT) and not yet
+	// sent again: the peer drops what arrives beyond its window, so they
+	// are out of flight until the window reaches them (see retreat).
+	rwNext, rwEnd uint64
+	sb            sendBuffer
+	finQueued     bool
+	finOff        uint64 // offset of our FIN once queued
+	sndMSS        int    // largest payload (peer's MSS minus fixed options)
+	gsoMax        int    // largest TSO super-segment payload, 0 for none
+	peerMSS       int
+	pathMSS       int // from HandlePacketTooBig; 0 = none
 
 	// Receive sequence space, as offsets from the IRS.
 	irs        seqnum.Value
@@ -115,6 +120,7 @@ type Endpoint struct {
 	// Persist (zero-window probes) and keepalive.
 	persist      timer
 	persistShift int
+	probesOut    int // zero-window probes sent since the last ACK
 	keepalive    timer
 	kaProbes     int
 	timeWait     timer
@@ -130,8 +136,11 @@ type Endpoint struct {
 	chalCount  int
 
 	lastNotifiedDeadline timer
-	// leaveSynRcvd is the Listener's hook to count half-open connections.
-	leaveSynRcvd func()
+	// synq is the SYN queue of the Listener that created the endpoint,
+	// while it is in SYN-RECEIVED; synYoung is set until its SYN-ACK first
+	// times out.
+	synq     *synQueue
+	synYoung bool
 
 	info Info
 
@@ -408,7 +417,7 @@ func (e *Endpoint) Abort() {
 		return
 	}
 	if e.state != StateSynSent && e.state != StateTimeWait {
-		e.sendRST(e.seqOf(e.sndNxt), e.rcvNxtSeq(), true)
+		e.sendRST(e.seqOf(e.ackSeqOff()), e.rcvNxtSeq(), true)
 	}
 	e.closeNow(ErrAborted)
 	e.flushNotify()
@@ -492,10 +501,9 @@ func (e *Endpoint) setState(s State) {
 	}
 	old := e.state
 	e.state = s
-	if old == StateSynRcvd && e.leaveSynRcvd != nil {
-		f := e.leaveSynRcvd
-		e.leaveSynRcvd = nil
-		f()
+	if old == StateSynRcvd && e.synq != nil {
+		e.synq.leave(e.synYoung)
+		e.synq, e.synYoung = nil, false
 	}
 	if e.ext != nil {
 		e.ext.StateChanged(old, s)
@@ -583,6 +591,7 @@ func (e *Endpoint) HandlePacketTooBig(mss int) {
 	if e.state.synchronized() && e.sndNxt > e.sndUna {
 		e.inRecovery, e.rtoLoss = true, true
 		e.recoverOff, e.lostFence, e.highRxt = e.sndNxt, e.sndNxt, e.sndUna
+		e.clearRewind()
 		e.forceRetx = true
 		e.rttTiming = false
 		e.output()

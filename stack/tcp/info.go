@@ -29,9 +29,25 @@ type Info struct {
 	OutOfOrderSegs   uint64
 	ChallengeAcks    uint64
 	PAWSDrops        uint64
-	ZeroWindowProbes uint64
+	ZeroWindowProbes uint64 // persist-timer probes sent (Linux's TCPWinProbe)
 	KeepaliveProbes  uint64
 	DroppedSegs      uint64 // unacceptable or invalid segments dropped
+
+	// WindowRetreats counts ACKs that moved the peer's right edge
+	// (SND.UNA+SND.WND) back: a shrinking window (RFC 9293 §3.8.6.2.2),
+	// which kernel MPTCP subflows advertise since they share one
+	// connection-level window; Linux only logs it ("Peer ... unexpectedly
+	// shrunk window").
+	WindowRetreats uint64
+	// SeqClamped counts pure ACKs and RSTs sent with SEQ at the peer's
+	// right edge instead of SND.NXT, which lay beyond it and would be
+	// dropped (TcpExtBeyondWindow at a Linux peer): Linux's
+	// tcp_acceptable_seq.
+	SeqClamped uint64
+	// BytesBeyondEdge counts bytes outstanding beyond the peer's right
+	// edge when it retreated: taken out of flight and sent again once
+	// the window allowed it, without a congestion response.
+	BytesBeyondEdge uint64
 
 	pending Events
 }

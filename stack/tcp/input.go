@@ -73,7 +73,7 @@ func (e *Endpoint) extVerdict(seg *Segment) bool {
 		if e.state == StateSynSent {
 			e.sendRST(seg.Ack, 0, false)
 		} else {
-			e.sendRST(e.seqOf(e.sndNxt), e.rcvNxtSeq(), true)
+			e.sendRST(e.seqOf(e.ackSeqOff()), e.rcvNxtSeq(), true)
 		}
 		e.closeNow(ErrAborted)
 		return false
@@ -301,7 +301,7 @@ func (e *Endpoint) handleSynchronized(seg *Segment) {
 		case StateEstablished, StateFinWait1, StateFinWait2:
 			if e.closed {
 				// Data after Close: nobody will read it (RFC 2525 §2.17).
-				e.sendRST(e.seqOf(e.sndNxt), e.rcvNxtSeq(), true)
+				e.sendRST(e.seqOf(e.ackSeqOff()), e.rcvNxtSeq(), true)
 				e.closeNow(ErrAborted)
 				return
 			}

@@ -37,15 +37,41 @@ type ListenerConfig struct {
 	// Secret keys ISNs (RFC 6528) and SYN cookies. Fill it from
 	// crypto/rand; tests may leave it zero.
 	Secret [32]byte
-	// NewExtension, if set, is called for each SYN (and for the ACK that
-	// completes a SYN-cookie handshake, when the SYN left no state): it
-	// inspects the segment's options and returns the connection's
-	// Extension (nil for plain TCP, e.g. a SYN without MP_CAPABLE) and a
-	// verdict. VerdictReset refuses with a RST, VerdictDrop ignores the
-	// segment. An extension used for a cookie SYN-ACK is discarded after
-	// SegmentOptions; it must be able to rebuild its state from the ACK
-	// (MP_CAPABLE echoes both keys there for this reason, RFC 8684 §3.1).
+	// NewExtension, if set, is the factory of each connection's Extension
+	// (nil for plain TCP, e.g. a SYN without MP_CAPABLE) with a verdict on
+	// the segment: VerdictReset refuses it with a RST, VerdictDrop ignores
+	// it. It inspects the segment's options and is called:
+	//
+	//   - for each SYN, before the SYN-ACK. When the SYN is queued, the
+	//     extension is attached to the new SYN-RECEIVED endpoint and sees
+	//     StateChanged(CLOSED, SYN-RECEIVED), SegmentOptions for the
+	//     SYN-ACK (and its retransmissions), then Incoming for the ACK
+	//     completing the handshake, in SYN-RECEIVED state. When the SYN is
+	//     answered with a SYN cookie (queue full, or CookiesAlways), the
+	//     extension only supplies the SYN-ACK's options and is dropped
+	//     (see NewCookieExtension to use another factory for those);
+	//   - for the ACK completing a SYN-cookie handshake (no SYN, a valid
+	//     cookie): the endpoint is built from that ACK with the returned
+	//     extension attached, which then sees exactly what it sees after a
+	//     queued SYN from the third ACK on: StateChanged(CLOSED,
+	//     SYN-RECEIVED), Incoming(ack, SYN-RECEIVED) for that same ACK
+	//     (same options, payload included), StateChanged(SYN-RECEIVED,
+	//     ESTABLISHED), then every later segment. The extension must
+	//     rebuild its state from the ACK alone: MP_CAPABLE echoes both keys
+	//     there for this reason (RFC 8684 §3.1). VerdictDrop ignores the ACK
+	//     (the peer retransmits it or its first data), VerdictReset answers
+	//     it with a RST.
+	//
+	// Both calls are made from HandleSegment, under the listener's
+	// serialisation; a factory can tell them apart by seg.Flags (FlagSYN).
 	NewExtension func(flow FlowID, seg *Segment) (Extension, Verdict)
+	// NewCookieExtension, if set, replaces NewExtension for SYNs answered
+	// with a SYN cookie. Its extension supplies the SYN-ACK's options
+	// (SegmentOptions is its only call) and is dropped at once, so it
+	// should keep no per-connection state: under a SYN flood it runs for
+	// every SYN. NewExtension still builds the extension of the cookie
+	// ACK's endpoint.
+	NewCookieExtension func(flow FlowID, seg *Segment) (Extension, Verdict)
 }
 
 // ListenerStats counts a Listener's decisions.
@@ -57,6 +83,10 @@ type ListenerStats struct {
 	CookiesValid   uint64
 	CookiesInvalid uint64
 	Resets         uint64 // RSTs sent (bad ACKs, extension refusals)
+	// HalfOpenPruned counts SYN-RECEIVED endpoints that timed out before
+	// SynRetries because the SYN queue was more than half full of old
+	// ones (see synQueue.retries).
+	HalfOpenPruned uint64
 }
 
 // Listener is the passive-open side (RFC 9293 §3.10.7.2, LISTEN state):
@@ -69,10 +99,65 @@ type ListenerStats struct {
 type Listener struct {
 	cfg   ListenerConfig
 	stats ListenerStats
-	// halfOpen counts endpoints in SYN-RECEIVED. It is atomic because
-	// endpoints leave that state under their own serialisation (segments,
-	// timers, Abort), not the listener's.
-	halfOpen atomic.Int64
+	q     *synQueue
+}
+
+// synQueue is a Listener's SYN queue as its SYN-RECEIVED endpoints share
+// it. Its counters are atomic because endpoints enter the queue under the
+// listener's serialisation but leave it, and time out, under their own
+// (segments, timers, Abort).
+type synQueue struct {
+	backlog int
+	// halfOpen counts endpoints in SYN-RECEIVED; young those of them whose
+	// SYN-ACK has not timed out yet (Linux's qlen and young).
+	halfOpen, young atomic.Int64
+	pruned          atomic.Uint64
+}
+
+// synPruneMinRetries is the fewest SYN-ACK retransmissions a half-open
+// endpoint gets while the queue is clogged with old ones. Linux keeps two;
+// with the SYN-ACK timer at 1 s doubling, that holds a flood's endpoints
+// 7 s, and one (3 s) lets a listener leave cookie mode within a few
+// seconds after a flood stops. A genuine peer that lost two SYN-ACKs then
+// retransmits its SYN and gets a cookie or a fresh endpoint.
+const synPruneMinRetries = 1
+
+// enter counts e into the queue as a young half-open endpoint.
+func (q *synQueue) enter(e *Endpoint) {
+	q.halfOpen.Add(1)
+	q.young.Add(1)
+	e.synq, e.synYoung = q, true
+}
+
+// leave counts an endpoint out of the queue when it leaves SYN-RECEIVED.
+func (q *synQueue) leave(young bool) {
+	q.halfOpen.Add(-1)
+	if young {
+		q.young.Add(-1)
+	}
+}
+
+// retries is the number of SYN-ACK retransmissions a half-open endpoint
+// gets: limit normally. When more than half the queue (at least 8) is
+// taken, old endpoints (those whose SYN-ACK timed out already) are pruned
+// without pity, as Linux's reqsk_timer_handler does: one retry less for
+// each halving of the share of young endpoints below half, down to
+// synPruneMinRetries. Half the room stays reserved for young endpoints,
+// so a queue filled by a flood that nobody answers empties within a few
+// SYN-ACK timeouts once the flood stops, while connections that complete
+// before their first timeout are unaffected.
+func (q *synQueue) retries(limit int) int {
+	n := q.halfOpen.Load()
+	if 2*n <= int64(max(8, q.backlog)) {
+		return limit
+	}
+	young := 2 * q.young.Load()
+	r := limit
+	for r > synPruneMinRetries && n >= young {
+		r--
+		young *= 2
+	}
+	return r
 }
 
 // NewListener returns a listener.
@@ -84,13 +169,14 @@ func NewListener(cfg ListenerConfig) (*Listener, error) {
 		cfg.Backlog = DefaultBacklog
 	}
 	cfg.Config.setDefaults()
-	return &Listener{cfg: cfg}, nil
+	return &Listener{cfg: cfg, q: &synQueue{backlog: cfg.Backlog}}, nil
 }
 
 // Stats returns the listener's counters.
 func (l *Listener) Stats() ListenerStats {
 	st := l.stats
-	st.HalfOpen = int(l.halfOpen.Load())
+	st.HalfOpen = int(l.q.halfOpen.Load())
+	st.HalfOpenPruned = l.q.pruned.Load()
 	return st
 }
 
@@ -132,7 +218,9 @@ func (l *Listener) HandleSegment(flow FlowID, seg *Segment, out Output) *Endpoin
 		return nil
 	case seg.Flags&FlagACK != 0:
 		if seg.Flags&FlagSYN == 0 && l.cfg.Cookies != CookiesNever {
-			if ep := l.cookieAck(flow, seg, out); ep != nil {
+			if ep, valid := l.cookieAck(flow, seg, out); valid {
+				// The endpoint, or the extension's verdict, dealt
+				// with the ACK; nil when it was refused.
 				return ep
 			}
 		}
@@ -143,10 +231,20 @@ func (l *Listener) HandleSegment(flow FlowID, seg *Segment, out Output) *Endpoin
 		return nil
 	}
 	l.stats.SynsReceived++
+	full := l.q.halfOpen.Load() >= int64(l.cfg.Backlog)
+	if full && l.cfg.Cookies == CookiesNever {
+		l.stats.QueueOverflows++
+		return nil
+	}
+	stateless := full || l.cfg.Cookies == CookiesAlways
+	factory := l.cfg.NewExtension
+	if stateless && l.cfg.NewCookieExtension != nil {
+		factory = l.cfg.NewCookieExtension
+	}
 	var ext Extension
-	if l.cfg.NewExtension != nil {
+	if factory != nil {
 		var v Verdict
-		ext, v = l.cfg.NewExtension(flow, seg)
+		ext, v = factory(flow, seg)
 		switch v {
 		case VerdictDrop:
 			return nil
@@ -156,14 +254,11 @@ func (l *Listener) HandleSegment(flow FlowID, seg *Segment, out Output) *Endpoin
 			return nil
 		}
 	}
-	full := l.halfOpen.Load() >= int64(l.cfg.Backlog)
-	if full || l.cfg.Cookies == CookiesAlways {
+	if stateless {
 		if full {
 			l.stats.QueueOverflows++
 		}
-		if l.cfg.Cookies != CookiesNever {
-			l.sendCookie(flow, seg, out, ext)
-		}
+		l.sendCookie(flow, seg, out, ext)
 		return nil
 	}
 	cfg := l.cfg.Config
@@ -175,8 +270,7 @@ func (l *Listener) HandleSegment(flow FlowID, seg *Segment, out Output) *Endpoin
 	if err != nil {
 		return nil
 	}
-	l.halfOpen.Add(1)
-	e.leaveSynRcvd = func() { l.halfOpen.Add(-1) }
+	l.q.enter(e)
 	e.irs = seg.Seq
 	e.rb.nxt, e.rb.readOff, e.rcvAdvEdge = 1, 1, 1
 	e.negotiate(&seg.Options)
@@ -270,25 +364,34 @@ func (l *Listener) sendCookie(flow FlowID, seg *Segment, out Output, ext Extensi
 }
 
 // cookieAck validates the ACK of a cookie SYN-ACK and builds the endpoint.
-func (l *Listener) cookieAck(flow FlowID, seg *Segment, out Output) *Endpoint {
+// valid reports a valid cookie: the ACK was then dealt with here (the
+// endpoint is nil when the extension factory or the endpoint refused it);
+// otherwise the caller answers it as a stray ACK.
+func (l *Listener) cookieAck(flow FlowID, seg *Segment, out Output) (e *Endpoint, valid bool) {
 	iss := seg.Ack - 1
 	peerISN := seg.Seq - 1
 	c := uint32(iss)
 	tick, idx := c>>27, (c>>24)&7
 	now := l.tick()
 	if tick != now&0x1f && tick != (now-1)&0x1f {
-		return nil
+		return nil, false
 	}
 	if l.cookie(flow, peerISN, tick, idx) != iss {
 		l.stats.CookiesInvalid++
-		return nil
+		return nil, false
 	}
 	l.stats.CookiesValid++
 	var ext Extension
 	if l.cfg.NewExtension != nil {
 		var v Verdict
-		if ext, v = l.cfg.NewExtension(flow, seg); v != VerdictAccept {
-			return nil
+		ext, v = l.cfg.NewExtension(flow, seg)
+		switch v {
+		case VerdictDrop:
+			return nil, true
+		case VerdictReset:
+			l.stats.Resets++
+			l.reset(seg, out)
+			return nil, true
 		}
 	}
 	cfg := l.cfg.Config
@@ -297,7 +400,7 @@ func (l *Listener) cookieAck(flow FlowID, seg *Segment, out Output) *Endpoint {
 	cfg.TSOffset = flowHash(&l.cfg.Secret, flow, 1, 0)
 	e, err := NewEndpoint(cfg)
 	if err != nil {
-		return nil
+		return nil, true
 	}
 	opts := options.TCPOptions{HasMSS: true, MSS: cookieMSS[idx]}
 	if seg.Options.HasTimestamp && !cfg.DisableTimestamps {
@@ -317,7 +420,9 @@ func (l *Listener) cookieAck(flow FlowID, seg *Segment, out Output) *Endpoint {
 	e.setState(StateSynRcvd)
 	e.HandleSegment(seg)
 	if e.state == StateSynRcvd || e.state == StateClosed {
-		return nil
+		// The extension dropped the ACK or reset the connection (the
+		// endpoint sent the RST).
+		return nil, true
 	}
-	return e
+	return e, true
 }

@@ -231,7 +231,8 @@ func (e *Endpoint) sendSYN(synack bool) {
 	}
 }
 
-// sendAck sends a pure ACK (a SYN-ACK retransmission in SYN-RECEIVED).
+// sendAck sends a pure ACK (a SYN-ACK retransmission in SYN-RECEIVED), at
+// the acceptable sequence number (ackSeqOff).
 func (e *Endpoint) sendAck() {
 	switch e.state {
 	case StateClosed, StateSynSent:
@@ -240,7 +241,24 @@ func (e *Endpoint) sendAck() {
 		e.sendSYN(true)
 		return
 	}
-	e.transmit(FlagACK, e.sndNxt, nil, 0, false)
+	e.transmit(FlagACK, e.ackSeqOff(), nil, 0, false)
+}
+
+// ackSeqOff is the send offset for segments that occupy no sequence space
+// (pure ACKs, RSTs): SND.NXT, unless the peer's right edge retreated below
+// it (by more than rounding, see edgeRounded), in which case the edge
+// itself. A receiver drops a segment whose SEQ lies beyond its window, ACK
+// field unread (Linux counts TcpExtBeyondWindow): with SEQ = SND.NXT it
+// would never learn what we acknowledge, and a peer that also sends us data
+// would retransmit it until it gave up. This is Linux's
+// tcp_acceptable_seq; it applies from ESTABLISHED on, once the peer's
+// window is known.
+func (e *Endpoint) ackSeqOff() uint64 {
+	if end := e.sndUna + e.sndWnd; end < e.sndNxt && e.state.synchronized() && !e.edgeRounded(end) {
+		e.info.SeqClamped++
+		return end
+	}
+	return e.sndNxt
 }
 
 // sendProbe sends an ACK with an old sequence number (SND.UNA-1) that the
@@ -305,18 +323,35 @@ func (e *Endpoint) output() {
 	}
 	e.sendOwedAck()
 	now := e.now()
-	if e.sndNxt > e.sndUna && !e.rtoTimer.armed {
-		e.rtoTimer.set(now.Add(e.rto))
-	}
-	pending := e.sndNxt < e.sb.end || (e.finQueued && e.sndNxt <= e.finOff)
-	if pending && e.sndNxt == e.sndUna && (e.sndUna+e.sndWnd <= e.sndNxt || e.swsBlocked) {
+	if e.windowStalled() || (e.swsBlocked && e.sndNxt == e.sndUna) {
+		// The persist timer watches a closed window (or one too small
+		// for sender-side SWS avoidance), not the retransmission timer:
+		// nothing is in flight to time out, and a peer that answers
+		// probes stays alive however long its window stays shut
+		// (RFC 9293 §3.8.6.1).
+		e.rtoTimer.stop()
 		if !e.persist.armed {
 			e.persistShift = 0
 			e.persist.set(now.Add(e.persistInterval()))
 		}
-	} else {
-		e.persist.stop()
+		return
 	}
+	e.persist.stop()
+	if e.sndNxt > e.sndUna && !e.rtoTimer.armed {
+		e.rtoTimer.set(now.Add(e.rto))
+	}
+}
+
+// windowStalled reports whether the peer's window is closed while we have
+// something to send and nothing in flight that it could accept: bytes sent
+// beyond a retreated right edge count as waiting to be sent (see retreat),
+// not as in flight. That is the persist timer's case.
+func (e *Endpoint) windowStalled() bool {
+	if e.sndWnd != 0 {
+		return false
+	}
+	pending := e.sndNxt > e.sndUna || e.sndNxt < e.sb.end || (e.finQueued && e.sndNxt <= e.finOff)
+	return pending && e.pipe() == 0
 }
 
 // sendOwedAck sends the pure ACK owed, unless it may be deferred (see
@@ -332,13 +367,88 @@ func (e *Endpoint) sendOwedAck() {
 	}
 }
 
-// retransmitOne retransmits the next lost segment if the window allows.
+// retransmitOne sends again the next bytes that need it (nextResend), if
+// the peer's window and the congestion window allow. Nothing is sent beyond
+// the peer's right edge, where it would be dropped, except the head of the
+// queue when the retransmission is forced (timeout): it then probes a
+// window that closed, as Linux's tcp_retransmit_skb does.
 func (e *Endpoint) retransmitOne() bool {
-	if !e.inRecovery {
+	off, next, rewind, ok := e.nextResend()
+	if !ok {
 		return false
 	}
-	off := max(e.highRxt, e.sndUna)
-	next := e.sndNxt // start of the next SACKed span above off
+	wndEnd := e.sndUna + e.sndWnd
+	probe := false
+	if off >= wndEnd {
+		if off != e.sndUna || !e.forceRetx {
+			return false
+		}
+		probe = true
+	}
+	if !e.forceRetx && e.pipe()+e.sndMSS > e.cc.Cwnd() {
+		e.cwndBlocked = true
+		return false
+	}
+	e.forceRetx = false
+	e.rttTiming = false // Karn's algorithm
+	sentTo := func(to uint64) {
+		if rewind {
+			e.rwNext = to
+		} else {
+			e.highRxt = to
+		}
+	}
+	if e.finQueued && off == e.finOff {
+		e.transmit(FlagACK|FlagFIN, off, nil, 0, true)
+		sentTo(off + 1)
+		return true
+	}
+	c := e.sb.find(off)
+	if c == nil {
+		sentTo(off + 1)
+		return true
+	}
+	end := min(off+uint64(e.sndMSS), next, c.end())
+	if !probe {
+		end = min(end, wndEnd)
+	}
+	flags := FlagACK
+	if e.finQueued && end == e.finOff && end < e.sndNxt && (probe || end < wndEnd) {
+		flags |= FlagFIN
+	}
+	n, fl := e.transmit(flags, off, c, int(end-off), true)
+	to := off + uint64(n)
+	if fl&FlagFIN != 0 {
+		to++
+	}
+	sentTo(to)
+	return true
+}
+
+// nextResend finds the next bytes to send again: first those deemed lost
+// in loss recovery (RFC 6675 NextSeg rule 1), then those sent beyond a
+// right edge that retreated (rewind). It returns the first offset, the end
+// of the unSACKed run from there and which of the two it is.
+func (e *Endpoint) nextResend() (off, next uint64, rewind, ok bool) {
+	if e.inRecovery {
+		off, next = e.skipSACKed(max(e.highRxt, e.sndUna))
+		if off < e.lostFence && off < e.sndNxt {
+			return off, next, false, true
+		}
+	}
+	if e.rwNext < e.rwEnd {
+		off, next = e.skipSACKed(e.rewindStart())
+		if off < e.rwEnd && off < e.sndNxt {
+			return off, min(next, e.rwEnd), true, true
+		}
+	}
+	return 0, 0, false, false
+}
+
+// skipSACKed moves off past any SACKed span holding it and returns it with
+// the start of the next SACKed span above it (SND.NXT when none).
+func (e *Endpoint) skipSACKed(off uint64) (uint64, uint64) {
+	next := e.sndNxt
 	for _, s := range e.sacked.spans() {
 		if off >= s.start && off < s.end {
 			off = s.end
@@ -348,36 +458,7 @@ func (e *Endpoint) retransmitOne() bool {
 			break
 		}
 	}
-	if off >= e.lostFence || off >= e.sndNxt {
-		return false
-	}
-	if !e.forceRetx && e.pipe()+e.sndMSS > e.cc.Cwnd() {
-		e.cwndBlocked = true
-		return false
-	}
-	e.forceRetx = false
-	e.rttTiming = false // Karn's algorithm
-	if e.finQueued && off == e.finOff {
-		e.transmit(FlagACK|FlagFIN, off, nil, 0, true)
-		e.highRxt = off + 1
-		return true
-	}
-	c := e.sb.find(off)
-	if c == nil {
-		e.highRxt = off + 1
-		return true
-	}
-	end := min(off+uint64(e.sndMSS), next, c.end())
-	flags := FlagACK
-	if e.finQueued && end == e.finOff && end < e.sndNxt {
-		flags |= FlagFIN
-	}
-	n, fl := e.transmit(flags, off, c, int(end-off), true)
-	e.highRxt = off + uint64(n)
-	if fl&FlagFIN != 0 {
-		e.highRxt++
-	}
-	return true
+	return off, next
 }
 
 // sendNewOne sends one segment of new data (or the FIN).

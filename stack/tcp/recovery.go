@@ -40,8 +40,81 @@ func (e *Endpoint) pipe() int {
 			p -= min(int64(e.dupAcks*e.sndMSS), p)
 		}
 	}
+	// Bytes sent beyond a retreated right edge were dropped or will be:
+	// not in flight until sent again.
+	if start := e.rewindStart(); start < e.rwEnd {
+		p -= int64(e.rwEnd-start) - int64(e.sacked.bytesIn(start, e.rwEnd))
+	}
 	return int(max(p, 0))
 }
+
+// rewindStart is where the bytes still to send again after a retreat of
+// the right edge begin: past what was acknowledged, and past what loss
+// recovery deems lost (it resends those itself).
+func (e *Endpoint) rewindStart() uint64 {
+	start := max(e.rwNext, e.sndUna)
+	if e.inRecovery {
+		start = max(start, min(e.lostFence, e.sndNxt))
+	}
+	return start
+}
+
+// retreat handles the peer's right edge moving back to end, below SND.NXT.
+// RFC 9293 §3.8.6.2.2 asks a sender to be robust against such a shrinking
+// window: not to send new data, to go on retransmitting what lies inside
+// it, and not to time out for what lies beyond; a window shrunk to zero is
+// probed. Kernel MPTCP subflows advertise one (their receive window is the
+// connection's, shared), and Linux drops everything that arrives beyond
+// the window it advertised last. So the bytes outstanding beyond the edge,
+// not SACKed, are taken out of flight and sent again once the window
+// reaches them (retransmitOne), before new data and without a congestion
+// response: they were not lost to congestion. Retransmissions of loss
+// recovery beyond the edge are undone likewise. While the window is zero
+// and nothing is left in flight, the persist timer probes it
+// (windowStalled).
+//
+// It is called for every ACK that leaves the edge below SND.NXT (but for
+// rounding, see edgeRounded), and marks only what is not marked yet.
+func (e *Endpoint) retreat(end uint64) {
+	edge := max(end, e.sndUna)
+	if edge >= e.sndNxt {
+		return
+	}
+	newly := e.sndNxt - edge - e.sacked.bytesIn(edge, e.sndNxt)
+	if e.rwNext < e.rwEnd {
+		if s := max(e.rwNext, edge); s < e.rwEnd {
+			newly -= e.rwEnd - s - e.sacked.bytesIn(s, e.rwEnd)
+		}
+		e.rwNext = min(e.rwNext, edge)
+	} else {
+		e.rwNext = edge
+	}
+	e.rwEnd = e.sndNxt
+	e.info.BytesBeyondEdge += newly
+	if e.inRecovery && e.highRxt > edge {
+		e.highRxt = edge
+	}
+	if e.rttTiming && e.rttOff >= edge {
+		e.rttTiming = false // that segment is sent again: Karn's rule
+	}
+}
+
+// edgeRounded reports whether a right edge end short of SND.NXT may be the
+// peer rounding its window rather than shrinking it: the window is open and
+// falls short by less than one unit of the peer's window scale (RFC 7323
+// §2.3). The advertised window is the peer's rounded down, so the window
+// it enforces may still cover SND.NXT, as Linux's tcp_acceptable_seq
+// allows; kernel MPTCP subflows retreat by such amounts all the time
+// (seen: 18 retreats of a few dozen bytes in 15 s). Those bytes stay in
+// flight, and pure ACKs keep SEQ = SND.NXT. A shut window gets no such
+// allowance: the peer's may be exactly zero.
+func (e *Endpoint) edgeRounded(end uint64) bool {
+	return e.sndWnd > 0 && e.sndNxt-end < 1<<e.sndWS
+}
+
+// clearRewind forgets the bytes to send again after a retreat (they are
+// acknowledged or sent again, or loss recovery took them over).
+func (e *Endpoint) clearRewind() { e.rwNext, e.rwEnd = 0, 0 }
 
 // computeFence returns the lowest offset below which every unSACKed byte is
 // lost per RFC 6675 §4 IsLost: DupThresh discontiguous SACKed ranges above
@@ -111,6 +184,8 @@ func (e *Endpoint) processAck(seg *Segment, seqOff int64) bool {
 	}
 	now := e.now()
 	pipeBefore := e.pipe()
+	edgeBefore := e.sndUna + e.sndWnd
+	e.probesOut = 0 // the peer answers
 	sackNew := false
 	if e.sackOK && seg.Options.NumSACKBlocks > 0 {
 		sackNew = e.processSACK(seg)
@@ -183,10 +258,22 @@ func (e *Endpoint) processAck(seg *Segment, seqOff int64) bool {
 			e.growSendBuffer()
 			e.notify(EventWritable)
 		}
-	} else if outstanding && ack == int64(e.sndUna) && len(seg.Payload) == 0 &&
+	} else if outstanding && ack == int64(e.sndUna) && len(seg.Payload) == 0 && e.sndWnd > 0 &&
 		seg.Flags&(FlagSYN|FlagFIN) == 0 && (sackNew || (!e.sackOK && !wndChanged)) {
+		// (With the window shut, the peer's ACKs answer probes: they
+		// tell nothing of losses.)
 		e.dupAcks++
 		e.info.DupAcksIn++
+	}
+	end := e.sndUna + e.sndWnd
+	if end < edgeBefore {
+		e.info.WindowRetreats++
+	}
+	if end < e.sndNxt && !e.edgeRounded(end) {
+		e.retreat(end)
+	}
+	if e.rwNext < e.rwEnd && max(e.rwNext, e.sndUna) >= e.rwEnd {
+		e.clearRewind()
 	}
 	if outstanding && e.sndNxt > e.sndUna {
 		if !e.inRecovery {

@@ -182,9 +182,15 @@ var ErrMalformed = errors.New("tcp: malformed segment header")
 // ParseSegment decodes a TCP header, its options and payload from b (a whole
 // TCP segment, header first) into seg, and returns the source and
 // destination ports. It does not verify the checksum (the adapter does, see
-// docs/architecture.md). Malformed options are reported with the options
-// package's sentinel errors; seg is then unusable. It never allocates:
-// seg's Payload and MPTCP views alias b.
+// docs/architecture.md). It fails only with ErrMalformed, for a header that
+// is too short or whose data offset points outside b. Options are parsed
+// leniently, as Linux's tcp_parse_options does for a segment it processes
+// (options.ParseTCPOptionsLenient): a known option with a wrong length is
+// ignored, broken framing ends the option walk, and the segment is kept
+// with the well-formed options; seg.Options.Malformed counts what was
+// passed over. A SYN whose MP_CAPABLE is malformed is thus answered as
+// plain TCP instead of not at all. It never allocates: seg's Payload and
+// MPTCP views alias b.
 func ParseSegment(b []byte, seg *Segment) (srcPort, dstPort uint16, err error) {
 	if len(b) < header.TCPMinimumSize {
 		return 0, 0, ErrMalformed
@@ -199,9 +205,7 @@ func ParseSegment(b []byte, seg *Segment) (srcPort, dstPort uint16, err error) {
 	seg.Flags = h.Flags()
 	seg.Window = h.WindowSize()
 	seg.Payload = b[off:]
-	if err := options.ParseTCPOptions(b[header.TCPMinimumSize:off], &seg.Options); err != nil {
-		return 0, 0, err
-	}
+	options.ParseTCPOptionsLenient(b[header.TCPMinimumSize:off], &seg.Options)
 	return h.SourcePort(), h.DestinationPort(), nil
 }
 

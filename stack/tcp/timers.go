@@ -64,13 +64,35 @@ func (e *Endpoint) onRTO() {
 	if e.sndNxt <= e.sndUna {
 		return
 	}
+	if e.state.synchronized() && e.windowStalled() {
+		// Nothing in flight, the window shut: not a loss. Probe it
+		// with the persist timer instead, which does not give up on a
+		// peer that answers (Linux's tcp_retransmit_timer likewise
+		// does not count timeouts against a zero window).
+		e.output()
+		return
+	}
 	now := e.now()
 	e.info.RTOs++
 	e.backoff++
 	e.rto = min(2*e.rto, e.cfg.MaxRTO)
 	switch e.state {
 	case StateSynSent, StateSynRcvd:
-		if e.backoff > e.cfg.SynRetries {
+		limit := e.cfg.SynRetries
+		if q := e.synq; q != nil {
+			// A Listener's half-open endpoint: fewer retries while the
+			// SYN queue is clogged (synQueue.retries), reckoned while
+			// it still counts as young, as Linux does.
+			limit = q.retries(limit)
+			if e.synYoung {
+				e.synYoung = false
+				q.young.Add(-1)
+			}
+			if e.backoff > limit && limit < e.cfg.SynRetries {
+				q.pruned.Add(1)
+			}
+		}
+		if e.backoff > limit {
 			e.closeNow(ErrTimeout)
 			return
 		}
@@ -89,6 +111,7 @@ func (e *Endpoint) onRTO() {
 	e.recoverOff = e.sndNxt
 	e.lostFence = e.sndNxt
 	e.highRxt = e.sndUna
+	e.clearRewind() // everything outstanding is deemed lost now
 	e.dupAcks = 0
 	e.rttTiming = false
 	e.forceRetx = true
@@ -103,27 +126,33 @@ func (e *Endpoint) persistInterval() (d time.Duration) {
 	return min(max(d, e.cfg.MinRTO), e.cfg.MaxRTO)
 }
 
-// onPersist sends a zero-window probe and re-arms with backoff.
+// onPersist sends a zero-window probe and re-arms with backoff. Probing
+// goes on as long as the peer answers (RFC 9293 §3.8.6.1, RFC 1122
+// §4.2.2.17), also when bytes sent beyond a right edge that retreated wait
+// for the window (windowStalled); after DataRetries probes in a row without
+// any ACK the peer is deemed gone (Linux's tcp_probe_timer, tcp_retries2).
 func (e *Endpoint) onPersist() {
 	if !e.state.synchronized() || e.state == StateTimeWait {
 		return
 	}
-	pending := e.sndNxt < e.sb.end || (e.finQueued && e.sndNxt <= e.finOff)
-	if !pending {
-		e.output()
-		return
-	}
-	if e.sndUna+e.sndWnd > e.sndNxt {
-		// A window too small for sender-side SWS avoidance: send what
-		// fits, as a probe that carries data (Linux's tcp_write_wakeup).
-		e.swsOverride = true
-		e.output()
-		e.swsOverride = false
-		if e.sndNxt == e.sndUna && e.swsBlocked {
-			e.persist.set(e.now().Add(e.persistInterval()))
+	if !e.windowStalled() {
+		if e.swsBlocked && e.sndNxt == e.sndUna {
+			// A window too small for sender-side SWS avoidance: send
+			// what fits, a probe that carries data (Linux's
+			// tcp_write_wakeup).
+			e.swsOverride = true
+			e.output()
+			e.swsOverride = false
+			return
 		}
+		e.output()
 		return
 	}
+	if e.probesOut >= e.cfg.DataRetries {
+		e.closeNow(ErrTimeout)
+		return
+	}
+	e.probesOut++
 	e.info.ZeroWindowProbes++
 	e.sendProbe()
 	e.persistShift++

@@ -19,6 +19,15 @@ type Host struct {
 	nextPort  uint16
 	// RSTsSent counts resets sent for segments matching nothing.
 	RSTsSent int
+	// Ingress, if set, sees every segment delivered to the host, decoded
+	// (p.Seg), before it is demultiplexed; returning false drops it. Tests
+	// use it for a firewall or for a peer's extra acceptance checks (a
+	// peer that drops what lies beyond a window it shrank, as Linux does).
+	Ingress func(p *Packet) bool
+	// Egress, if set, sees every segment the host sends, encoded (p.Bytes,
+	// not decoded), before it enters the link; it may rewrite p.Bytes in
+	// place (the checksum is not simulated), and returning false drops it.
+	Egress func(p *Packet) bool
 }
 
 type conn struct {
@@ -46,7 +55,11 @@ func (h *Host) output(flow tcp.FlowID) tcp.Output {
 		p := h.n.packet()
 		p.Src, p.Dst, p.SrcPort, p.DstPort = flow.LocalAddr, flow.RemoteAddr, flow.LocalPort, flow.RemotePort
 		p.Bytes = s.AppendHeader(p.Bytes[:0], flow.LocalPort, flow.RemotePort)
-		p.Bytes = append(p.Bytes, s.Payload...)
+		p.Bytes = s.AppendPayload(p.Bytes)
+		if h.Egress != nil && !h.Egress(p) {
+			h.n.free = append(h.n.free, p)
+			return
+		}
 		h.n.send(p)
 	})
 }

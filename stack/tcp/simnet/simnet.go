@@ -60,6 +60,8 @@ type Packet struct {
 	// Bytes is the TCP segment (header, options, payload).
 	Bytes []byte
 	Seg   tcp.Segment // decoded on delivery
+	// injected marks a packet from Inject, which crossed no link.
+	injected bool
 }
 
 type event struct {
@@ -162,6 +164,7 @@ func (n *Network) packet() *Packet {
 	if k := len(n.free); k > 0 {
 		p := n.free[k-1]
 		n.free = n.free[:k-1]
+		p.injected = false
 		return p
 	}
 	return &Packet{Bytes: make([]byte, 0, 1600)}
@@ -209,6 +212,16 @@ func (n *Network) send(p *Packet) {
 		*d = Packet{Src: p.Src, Dst: p.Dst, SrcPort: p.SrcPort, DstPort: p.DstPort, Bytes: append(d.Bytes[:0], p.Bytes...)}
 		n.push(at.Add(time.Microsecond), d)
 	}
+}
+
+// Inject schedules the raw TCP segment b (header, options, payload) for
+// delivery to dst after d, as if sent from src:srcPort to dst:dstPort,
+// without a link: the source may be any address (spoofed SYNs) and the
+// bytes anything (malformed options). Replies to a source with no link are
+// lost, as to an address that never answers. b is copied.
+func (n *Network) Inject(d time.Duration, src tcpip.Address, srcPort uint16, dst tcpip.Address, dstPort uint16, b []byte) {
+	p := &Packet{Src: src, Dst: dst, SrcPort: srcPort, DstPort: dstPort, Bytes: append([]byte(nil), b...), injected: true}
+	n.push(n.Now().Add(max(d, 0)), p)
 }
 
 func (n *Network) push(at tcpip.MonotonicTime, p *Packet) {
@@ -285,7 +298,7 @@ func (n *Network) RunFor(d time.Duration) {
 
 func (n *Network) deliver(p *Packet) {
 	defer func() { n.free = append(n.free, p) }()
-	if l := n.Link(p.Src, p.Dst); l != nil {
+	if l := n.Link(p.Src, p.Dst); l != nil && !p.injected {
 		l.Stats.Delivered++
 	}
 	h := n.hosts[p.Dst]
@@ -293,6 +306,9 @@ func (n *Network) deliver(p *Packet) {
 		return
 	}
 	if _, _, err := tcp.ParseSegment(p.Bytes, &p.Seg); err != nil {
+		return
+	}
+	if h.Ingress != nil && !h.Ingress(p) {
 		return
 	}
 	if n.Trace != nil {
