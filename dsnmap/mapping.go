@@ -25,16 +25,21 @@ type Mapping struct {
 // Infinite reports whether m is the infinite mapping.
 func (m Mapping) Infinite() bool { return m.Len == 0 }
 
-// PayloadLen is the number of subflow bytes the mapping covers.
+// PayloadLen is the number of subflow bytes the mapping covers: the
+// data-level length less the DATA_FIN's DSN (0 for the infinite mapping).
 func (m Mapping) PayloadLen() uint32 {
-	if m.DataFIN {
+	if m.DataFIN && m.Len > 0 {
 		return uint32(m.Len) - 1
 	}
 	return uint32(m.Len)
 }
 
-// FINOnly reports whether m carries nothing but a DATA_FIN.
-func (m Mapping) FINOnly() bool { return m.DataFIN && m.Len == 1 && m.SubflowSeq == 0 }
+// FINOnly reports whether m carries nothing but a DATA_FIN: a data-level
+// length of 1 taken by the DATA_FIN. RFC 8684 §3.3.3 asks for subflow
+// sequence number 0 on such a mapping; like Linux (subflow.c looks only at
+// the length), any subflow sequence number is accepted, since the mapping
+// covers no subflow byte either way.
+func (m Mapping) FINOnly() bool { return m.DataFIN && m.Len == 1 }
 
 func (m Mapping) String() string {
 	fin := ""
@@ -57,8 +62,12 @@ func (m Mapping) same(o Mapping) bool {
 // the peer (or a middlebox) that the connection must react to, typically by
 // resetting the subflow with MP_TCPRST or falling back.
 var (
-	// ErrMappingConflict: a mapping overlaps a different, earlier one in
-	// subflow sequence space (kernel counter MPTcpExtDSSNotMatching).
+	// ErrMappingConflict: a mapping maps a pending subflow byte to
+	// another DSN than an earlier mapping did, or puts the DATA_FIN
+	// elsewhere than an earlier one, or maps data at or beyond a known
+	// DATA_FIN (RFC 8684 §3.3.1: a mapping is fixed once declared; kernel
+	// counter MPTcpExtDSSNotMatching). Copies with other boundaries or
+	// with the DATA_FIN added are not conflicts (see RxMap.Add).
 	ErrMappingConflict = errors.New("dsnmap: mapping conflicts with an earlier mapping")
 	// ErrNoMapping: subflow payload arrived that no mapping covers.
 	ErrNoMapping = errors.New("dsnmap: subflow data without a mapping")

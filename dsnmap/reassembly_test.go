@@ -107,32 +107,65 @@ func TestReassemblerDataFIN(t *testing.T) {
 	}
 }
 
-// FuzzReassembler inserts arbitrary pieces of a known stream and checks that
-// what comes out is always a prefix of it, and never more than the limit
-// and its slack is buffered.
+// FuzzReassembler inserts arbitrary pieces of a known stream, with limit
+// changes and reads in between, and checks that what comes out is always a
+// prefix of the stream (each byte once, DATA_FINs set anywhere never
+// breaking that), that Next accounts for every byte delivered, and that the bytes buffered and the ring stay within the
+// largest limit used plus its slack. The range bound is lowered so that
+// refusals (ErrTooManyRanges, a counted drop) happen.
 func FuzzReassembler(f *testing.F) {
-	f.Add([]byte{0, 10, 5, 5, 20, 3}, uint16(64))
-	f.Add([]byte{3, 4, 0, 3, 7, 9, 1, 1}, uint16(5))
-	f.Fuzz(func(t *testing.T, ops []byte, limit uint16) {
+	f.Add([]byte{0, 10, 5, 5, 20, 3}, uint16(64), uint8(4))
+	f.Add([]byte{3, 4, 0, 3, 7, 9, 1, 1}, uint16(5), uint8(1))
+	f.Add([]byte{9, 1, 7, 1, 5, 1, 3, 1, 0xff, 0x80, 1, 1, 0, 9}, uint16(300), uint8(2))
+	f.Fuzz(func(t *testing.T, ops []byte, limit uint16, ranges uint8) {
 		stream := make([]byte, 300)
 		for i := range stream {
 			stream[i] = byte(i * 7)
 		}
 		start := DSN(1<<64 - 100) // crosses the 2^64 wrap
 		r := NewReassembler(start, int(limit))
+		r.ooo.max = 1 + int(ranges%8)
+		maxLimit := int(limit)
 		var out []byte
 		buf := make([]byte, 37)
 		for len(ops) >= 2 {
 			off, n := int(ops[0])%len(stream), int(ops[1])
 			ops = ops[2:]
+			switch {
+			case n == 0xff && len(ops) > 0:
+				// A limit change: grow or shrink.
+				l := int(ops[0]) * 4
+				ops = ops[1:]
+				r.SetLimit(l)
+				maxLimit = max(maxLimit, l)
+				continue
+			case n == 0xfe:
+				// A DATA_FIN at off: refused below data held.
+				if err := r.SetFIN(start.Add(uint64(off))); err != nil && !errors.Is(err, ErrDataAfterFIN) {
+					t.Fatal(err)
+				}
+				continue
+			}
 			if off+n > len(stream) {
 				n = len(stream) - off
 			}
-			if _, err := r.Insert(Piece{DSN: start.Add(uint64(off)), Data: stream[off : off+n]}); err != nil && !errors.Is(err, ErrBeyondWindow) {
+			oooBefore, refusedBefore := r.OutOfOrder(), r.Stats().RangesRefusedPieces
+			_, err := r.Insert(Piece{DSN: start.Add(uint64(off)), Data: stream[off : off+n]})
+			switch {
+			case err == nil, errors.Is(err, ErrBeyondWindow), errors.Is(err, ErrDataAfterFIN):
+			case errors.Is(err, ErrTooManyRanges):
+				if r.OutOfOrder() != oooBefore || r.Stats().RangesRefusedPieces != refusedBefore+1 {
+					t.Fatal("refused piece changed the buffer or was not counted")
+				}
+			default:
 				t.Fatal(err)
 			}
-			if bound := int(limit) + max(int(limit)/4, minSlack); r.Readable()+r.OutOfOrder() > bound {
-				t.Fatalf("buffered %d > limit %d + slack", r.Readable()+r.OutOfOrder(), limit)
+			if r.ooo.len() > r.ooo.max {
+				t.Fatalf("%d out-of-order ranges, bound %d", r.ooo.len(), r.ooo.max)
+			}
+			bound := maxLimit + max(maxLimit/4, minSlack)
+			if r.Readable()+r.OutOfOrder() > bound || len(r.buf) > bound {
+				t.Fatalf("buffered %d, ring %d > largest limit %d + slack", r.Readable()+r.OutOfOrder(), len(r.buf), maxLimit)
 			}
 			k := r.Read(buf)
 			out = append(out, buf[:k]...)
@@ -140,7 +173,11 @@ func FuzzReassembler(f *testing.F) {
 		if !bytes.Equal(out, stream[:len(out)]) {
 			t.Fatal("output is not a prefix of the stream")
 		}
-		if uint64(len(out)+r.Readable()) != start.Size(r.Next()) {
+		fin := 0
+		if r.FINReceived() {
+			fin = 1 // the DATA_FIN takes a DSN
+		}
+		if uint64(len(out)+r.Readable()+fin) != start.Size(r.Next()) {
 			t.Fatalf("Next %d inconsistent with %d delivered bytes", start.Size(r.Next()), len(out)+r.Readable())
 		}
 	})

@@ -678,10 +678,7 @@ func (a *analyzer) addMapping(f *flow, p *Packet, fd int, m *mapping) {
 	a.useDSN(cs, role, m.dsn, p.Index)
 	other, dup := d.conflict(m)
 	if dup {
-		if other.hasCsum && m.hasCsum && other.csum != m.csum {
-			a.fail(p.Index, CheckChecksum, "%s: mapping DSN %d ssn %d len %d repeated with checksum %04x, frame %d sent %04x",
-				where(f), m.dsn, m.ssn32, m.dataLen, m.csum, other.frame, other.csum)
-		}
+		a.copyOfMapping(f, p, other, m)
 		return
 	}
 	if other != nil {
@@ -709,8 +706,19 @@ func (a *analyzer) addMapping(f *flow, p *Packet, fd int, m *mapping) {
 	if ev := d.insert(m); ev != nil && ev.rs != nil {
 		a.dropReassembly(ev)
 		a.skip(ev.frame, CheckChecksum, "%s: mapping DSN %d not checked: more than %d mappings remembered", where(f), ev.dsn, MaxMappings)
+		a.skipAlt(f, ev, fmt.Sprintf("more than %d mappings remembered", MaxMappings))
 	}
-	// Segments that arrived before this mapping.
+	// Bytes captured before this mapping: segments waiting for one, and
+	// recent segments other mappings covered (the mapping is then a
+	// re-send with other boundaries, consistent ones since no conflict
+	// was found, and its checksum covers them too).
+	if m.rs != nil && m.ssn < d.maxEnd {
+		for _, s := range d.recent {
+			if s.end > m.ssn && s.start < m.end() {
+				a.feed(f, m, s.start, &a.pkts[s.pkt])
+			}
+		}
+	}
 	kept := d.uncovered[:0]
 	for _, s := range d.uncovered {
 		if s.end > m.ssn && s.start < m.end() {
@@ -723,6 +731,71 @@ func (a *analyzer) addMapping(f *flow, p *Packet, fd int, m *mapping) {
 		kept = append(kept, s)
 	}
 	d.uncovered = kept
+}
+
+// copyOfMapping handles a mapping m mapping the same subflow bytes to the
+// same DSNs as the remembered mapping o (RFC 8684 §3.3.1: a mapping may ride
+// again on any segment it covers). A copy with the same data-level length
+// must carry the same checksum. A copy with the other data-level length
+// (the DATA_FIN added or removed) legitimately carries another checksum,
+// since the pseudo-header holds the length: it is verified against its own
+// length over the same payload, now if the payload was already seen, or
+// when it is complete.
+func (a *analyzer) copyOfMapping(f *flow, p *Packet, o, m *mapping) {
+	if !o.hasCsum || !m.hasCsum {
+		return
+	}
+	if m.dataLen == o.dataLen {
+		if m.csum != o.csum {
+			a.fail(p.Index, CheckChecksum, "%s: mapping DSN %d ssn %d len %d repeated with checksum %04x, frame %d sent %04x",
+				where(f), m.dsn, m.ssn32, m.dataLen, m.csum, o.frame, o.csum)
+		}
+		return
+	}
+	if o.alt != nil {
+		if m.csum != o.alt.csum {
+			a.fail(p.Index, CheckChecksum, "%s: mapping DSN %d ssn %d len %d repeated with checksum %04x, frame %d sent %04x",
+				where(f), m.dsn, m.ssn32, m.dataLen, m.csum, o.alt.frame, o.alt.csum)
+		}
+		return
+	}
+	o.alt = &altVersion{dataLen: m.dataLen, csum: m.csum, frame: p.Index}
+	switch {
+	case o.rs != nil:
+		// Verified with o once its payload is complete (feed).
+	case o.haveSum:
+		a.verifyAlt(f, o)
+	default:
+		a.skip(p.Index, CheckChecksum, "%s: mapping DSN %d ssn %d len %d not checked: the payload of its copy of frame %d was not checked either",
+			where(f), m.dsn, m.ssn32, m.dataLen, o.frame)
+	}
+}
+
+// verifyDSS checks a DSS checksum from the pseudo-header fields and the
+// payload's sum.
+func verifyDSS(dsn uint64, ssn uint32, dataLen uint16, paySum uint16, payLen uint64, wire uint16) (ok bool, computed uint16) {
+	s := checksum.NewDSS(dsn, ssn, dataLen)
+	s.AddPartial(paySum, payLen)
+	return s.Checksum() == wire, s.Checksum()
+}
+
+// verifyAlt verifies the checksum of m's copy with the other data-level
+// length over m's payload sum.
+func (a *analyzer) verifyAlt(f *flow, m *mapping) {
+	alt := m.alt
+	if ok, got := verifyDSS(m.dsn, m.ssn32, alt.dataLen, m.paySum, m.n, alt.csum); ok {
+		a.pass(CheckChecksum)
+	} else {
+		a.fail(alt.frame, CheckChecksum, "%s: DSS checksum %04x of mapping DSN %d ssn %d len %d (re-sent %s the DATA_FIN) does not verify (computed %04x)",
+			where(f), alt.csum, m.dsn, m.ssn32, alt.dataLen, map[bool]string{true: "with", false: "without"}[alt.dataLen > m.dataLen], got)
+	}
+}
+
+// skipAlt reports m's copy with the other data-level length as not checked.
+func (a *analyzer) skipAlt(f *flow, m *mapping, why string) {
+	if m.alt != nil {
+		a.skip(m.alt.frame, CheckChecksum, "%s: mapping DSN %d ssn %d len %d not checked: %s", where(f), m.dsn, m.ssn32, m.alt.dataLen, why)
+	}
 }
 
 // payload checks that the segment's payload is mapped (RFC 8684 §3.3.1)
@@ -746,6 +819,7 @@ func (a *analyzer) payload(f *flow, p *Packet, fd, idx int) {
 	if cs.fallen || d.infinite {
 		return
 	}
+	d.remember(segRef{start: start, end: end, pkt: idx})
 	if !d.mapped && len(p.MPTCP) == 0 && len(p.OptErrors) == 0 && f.join == nil && len(cs.flows) == 1 {
 		// RFC 8684 §3.7: data without any MPTCP option before the first
 		// mapping means the options were stripped; both ends fall back.
@@ -799,11 +873,21 @@ func (a *analyzer) feed(f *flow, m *mapping, start uint64, p *Packet) {
 	if rs.truncated {
 		a.skip(m.frame, CheckChecksum, "%s: mapping DSN %d ssn %d len %d not checked: payload cut by the snap length",
 			where(f), m.dsn, m.ssn32, m.dataLen)
-	} else if got := checksum.DSSChecksum(m.dsn, m.ssn32, m.dataLen, rs.buf); got == m.csum {
+		a.skipAlt(f, m, "payload cut by the snap length")
+		a.dropReassembly(m)
+		return
+	}
+	var sum checksum.Sum
+	sum.Add(rs.buf)
+	m.paySum, m.haveSum = sum.Value(), true
+	if ok, got := verifyDSS(m.dsn, m.ssn32, m.dataLen, m.paySum, m.n, m.csum); ok {
 		a.pass(CheckChecksum)
 	} else {
 		a.fail(m.frame, CheckChecksum, "%s: DSS checksum %04x of mapping DSN %d ssn %d len %d does not verify (computed %04x)",
 			where(f), m.csum, m.dsn, m.ssn32, m.dataLen, got)
+	}
+	if m.alt != nil {
+		a.verifyAlt(f, m)
 	}
 	a.dropReassembly(m)
 }
@@ -884,6 +968,7 @@ func (a *analyzer) finishFlow(f *flow) {
 			}
 			a.skip(m.frame, CheckChecksum, "%s: mapping DSN %d ssn %d len %d not checked: %d of its bytes are not in the capture",
 				where(f), m.dsn, m.ssn32, m.dataLen, m.rs.missing)
+			a.skipAlt(f, m, fmt.Sprintf("%d of its bytes are not in the capture", m.rs.missing))
 			a.dropReassembly(m)
 		}
 		for _, s := range d.uncovered {

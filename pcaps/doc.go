@@ -13,10 +13,14 @@
 //     (§3.2);
 //   - ADD_ADDR HMACs verifying (§3.4.1);
 //   - DSS checksums over reassembled mappings when checksums were negotiated
-//     (§3.3.1);
+//     (§3.3.1), each copy of a mapping against its own data-level length:
+//     Linux re-sends its last mapping with the DATA_FIN added (length one
+//     larger, so another checksum) when the DATA_FIN left before the last
+//     data;
 //   - mapping consistency: every payload byte covered by a mapping, no
-//     subflow range mapped to two different data sequence numbers, DATA_FIN
-//     taking one data sequence number (§3.3.1, §3.3.3);
+//     subflow range mapped to two different data sequence numbers (copies
+//     re-sent with other boundaries are fine when every byte keeps its
+//     DSN), DATA_FIN taking one data sequence number (§3.3.1, §3.3.3);
 //   - MP_FASTCLOSE carrying the receiver's key (§3.5).
 //
 // It also records what happened without judging it: fallback to TCP (§3.7),

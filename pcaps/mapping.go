@@ -22,6 +22,12 @@ const (
 	// for a mapping that covers them (a mapping may be captured after the
 	// data it maps, e.g. when the segment carrying it was retransmitted).
 	MaxUncovered = 1024
+	// MaxRecentSegments is how many of the latest data segments per
+	// subflow direction are remembered to feed the checksum of a mapping
+	// captured after bytes it covers (a retransmission re-sent with other,
+	// consistent boundaries). Older bytes leave such a mapping not
+	// checked.
+	MaxRecentSegments = 256
 	// MaxEvents is the number of events recorded per connection.
 	MaxEvents = 1000
 )
@@ -44,6 +50,23 @@ type mapping struct {
 	csum    uint16
 	frame   int
 	rs      *reassembly // non-nil while the checksum awaits payload bytes
+	// paySum is the ones'-complement sum of the payload once it was
+	// reassembled uncut (haveSum), kept so that a copy of the mapping seen
+	// later can be verified after the bytes are gone.
+	paySum  uint16
+	haveSum bool
+	// alt is a copy of the mapping with the other data-level length: the
+	// DATA_FIN added (Linux re-sends its last mapping so when the DATA_FIN
+	// left before the last data) or removed. Its checksum covers the same
+	// payload under its own length (RFC 8684 §3.3.1).
+	alt *altVersion
+}
+
+// altVersion is the other data-level length of a mapping, as re-sent.
+type altVersion struct {
+	dataLen uint16
+	csum    uint16
+	frame   int
 }
 
 func (m *mapping) end() uint64 { return m.ssn + m.n }
@@ -87,9 +110,21 @@ type flowDir struct {
 	// maps is sorted by ssn; at most MaxMappings.
 	maps      []*mapping
 	uncovered []segRef
+	recent    []segRef // the latest data segments, a ring of MaxRecentSegments
+	recentPos int
 	mapped    bool // a mapping (or infinite mapping) was seen
 	infinite  bool // an infinite mapping was sent: the rest maps one to one
 	fin       bool
+}
+
+// remember records a data segment in the ring of recent ones.
+func (d *flowDir) remember(s segRef) {
+	if len(d.recent) < MaxRecentSegments {
+		d.recent = append(d.recent, s)
+		return
+	}
+	d.recent[d.recentPos] = s
+	d.recentPos = (d.recentPos + 1) % MaxRecentSegments
 }
 
 // rel returns the relative, unwrapped sequence number of seq.

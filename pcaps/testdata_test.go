@@ -74,6 +74,19 @@ var fixtures = []fixture{
 		}
 		return segs
 	}},
+	// Linux's DATA_FIN before its last data: the last mapping re-sent on
+	// the tail with the DATA_FIN added (length +1, another checksum).
+	{"datafin-resent-tail.pcap", pcapstest.Format{LinkType: layers.LinkTypeEthernet}, func() []pcapstest.Segment {
+		c := pcapstest.NewConn(clientAddr, serverAddr, clientKey, serverKey, true)
+		c.MSS = 200
+		sf := c.Handshake()
+		sf.Send(pcapstest.Client, pattern(300, 1))
+		sf.SendDataFINFirst(pcapstest.Server, pattern(900, 2), 100)
+		sf.Ack(pcapstest.Client)
+		sf.DataFIN(pcapstest.Client)
+		sf.Ack(pcapstest.Server)
+		return c.Segs
+	}},
 	{"bad-dss-checksum.pcap", pcapstest.Format{LinkType: layers.LinkTypeRaw}, func() []pcapstest.Segment {
 		cv := smallConversation(true)
 		i := cv.serverData[0] + 1

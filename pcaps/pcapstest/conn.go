@@ -227,6 +227,59 @@ func (sf *Subflow) Send(role int, data []byte) (first, last int) {
 	return first, last
 }
 
+// dssMapping is a DSS carrying role's Data ACK and the mapping of payload
+// (subflow bytes from ssn) onto dsn, with the DATA_FIN after it when fin is
+// set: data-level length len(payload)+1, and the checksum computed for that
+// length (RFC 8684 §3.3.1).
+func (c *Conn) dssMapping(role int, dsn uint64, ssn uint32, payload []byte, fin bool) options.DSS {
+	d := c.dataAck(role)
+	d.HasMapping, d.DSN64, d.DSN, d.SubflowSeq, d.DataLen, d.DataFIN = true, true, dsn, ssn, uint16(len(payload)), fin
+	if fin {
+		d.DataLen++
+	}
+	if c.Checksums {
+		d.HasChecksum = true
+		d.Checksum = checksum.DSSChecksum(dsn, ssn, d.DataLen, payload)
+	}
+	return d
+}
+
+// SendDataFINFirst writes data from role as one mapping the way Linux
+// does when its DATA_FIN goes out before the last data: the mapping rides
+// on the segments of all but the last tail bytes; then comes a bare
+// DATA_FIN (subflow sequence 0, data-level length 1, RFC 8684 §3.3.3);
+// then the tail, on a segment carrying the mapping again with the DATA_FIN
+// added (data-level length len(data)+1, and so, with checksums, another
+// checksum). The DATA_FIN's DSN is consumed. It returns the indexes of the
+// first data segment, the bare DATA_FIN and the tail segment. data must fit
+// one mapping (65534 bytes) and not be the client's first data on the
+// initial subflow (that one MP_CAPABLE maps).
+func (sf *Subflow) SendDataFINFirst(role int, data []byte, tail int) (first, fin, last int) {
+	c := sf.c
+	side := role ^ sf.rev
+	dsn, ssn := c.dsn[role], sf.rel(side)
+	plain := Options(c.dssMapping(role, dsn, ssn, data, false))
+	head := data[:len(data)-tail]
+	first = len(c.Segs)
+	for off := 0; off < len(head); off += c.MSS {
+		opts := plain
+		if off > 0 && !c.MapEverySegment {
+			opts = Options(c.dataAck(role))
+		}
+		sf.raw(side, ACK|PSH, opts, head[off:min(off+c.MSS, len(head))])
+	}
+	bare := c.dataAck(role)
+	bare.DataFIN, bare.HasMapping, bare.DSN64, bare.DSN, bare.DataLen = true, true, true, dsn+uint64(len(data)), 1
+	if c.Checksums {
+		bare.HasChecksum = true
+		bare.Checksum = checksum.DSSChecksum(bare.DSN, 0, 1, nil)
+	}
+	fin = sf.raw(side, ACK, Options(bare), nil)
+	last = sf.raw(side, ACK|PSH, Options(c.dssMapping(role, dsn, ssn, data, true)), data[len(data)-tail:])
+	c.dsn[role] += uint64(len(data)) + 1
+	return first, fin, last
+}
+
 // Ack writes a pure ACK from role with a DSS Data ACK.
 func (sf *Subflow) Ack(role int) int {
 	return sf.raw(role^sf.rev, ACK, Options(sf.c.dataAck(role)), nil)
