@@ -22,18 +22,19 @@ type batchNotifier interface {
 // packet, as receive offload plus interrupt batching does in a kernel.
 type ackBatch struct {
 	mu    sync.Mutex // guards conns and spare; never held while taking Conn.mu
-	conns []*Conn
-	spare []*Conn
+	conns []*subflow
+	spare []*subflow
 }
 
-// add queues c, with c.mu held; a connection is queued once per batch.
-func (b *ackBatch) add(c *Conn) {
-	if c.ackQueued {
+// add queues sub, with its Conn's mu held; a subflow is queued once per
+// batch.
+func (b *ackBatch) add(sub *subflow) {
+	if sub.ackQueued {
 		return
 	}
-	c.ackQueued = true
+	sub.ackQueued = true
 	b.mu.Lock()
-	b.conns = append(b.conns, c)
+	b.conns = append(b.conns, sub)
 	b.mu.Unlock()
 }
 
@@ -49,13 +50,14 @@ func (b *ackBatch) flush() {
 		b.mu.Unlock()
 		return
 	}
-	for i, c := range conns {
+	for i, sub := range conns {
 		conns[i] = nil
+		c := sub.c
 		c.mu.Lock()
-		c.ackQueued = false
-		if !c.dead {
-			c.ep.FlushAck()
-			c.updateMPTCP()
+		sub.ackQueued = false
+		if !sub.gone && sub.ep != nil {
+			sub.ep.FlushAck()
+			c.updateLocked()
 			c.flushLocked()
 		}
 		c.mu.Unlock()
@@ -122,21 +124,22 @@ func (a *ackBatches) detach(id tcpip.NICID, ep any) {
 	a.m.Store(&m)
 }
 
-// handleSegmentLocked hands the parsed segment c.seg to the endpoint: with
-// ACK deferral when the packet's NIC reports batch ends, queueing the
-// connection for the batch's flush if it deferred an ACK. Called with c.mu
-// held, on the NIC's dispatch goroutine.
-func (c *Conn) handleSegmentLocked(nic tcpip.NICID) {
+// handleSegmentLocked hands the parsed segment c.seg to the subflow's
+// endpoint: with ACK deferral when the packet's NIC reports batch ends,
+// queueing the subflow for the batch's flush if it deferred an ACK.
+// Called with c.mu held, on the NIC's dispatch goroutine.
+func (sub *subflow) handleSegmentLocked(nic tcpip.NICID) {
+	c := sub.c
 	b := c.eng.ackBatches.get(nic)
 	if b == nil {
-		c.ep.HandleSegment(&c.seg)
+		sub.ep.HandleSegment(&c.seg)
 		return
 	}
-	c.ep.SetAckDeferral(true)
-	c.ep.HandleSegment(&c.seg)
-	c.ep.SetAckDeferral(false)
+	sub.ep.SetAckDeferral(true)
+	sub.ep.HandleSegment(&c.seg)
+	sub.ep.SetAckDeferral(false)
 	if c.pending&tcp.EventAckDue != 0 {
 		c.pending &^= tcp.EventAckDue
-		b.add(c)
+		b.add(sub)
 	}
 }

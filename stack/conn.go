@@ -11,28 +11,29 @@ import (
 	"github.com/mptund/mptund/stack/tcp"
 	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/ports"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
-// Conn is one TCP connection of the engine. It implements net.Conn with the
-// semantics of *net.TCPConn: Read returns io.EOF after the peer's FIN,
+// Conn is one connection of the engine: plain TCP, or MPTCP over one or
+// more subflows. It implements net.Conn with the semantics of
+// *net.TCPConn: Read returns io.EOF after the peer's FIN (DATA_FIN),
 // CloseWrite sends a FIN (half-close, RFC 9293 §3.10.4), Close with unread
 // data resets the connection (RFC 2525 §2.17) as Linux does, deadlines
 // fail with os.ErrDeadlineExceeded, and connection failures carry the errno
 // a kernel socket would report (errors.Is(err, syscall.ECONNRESET)). Every
 // error is a *net.OpError.
 //
+// A Conn is the socket; its subflows are TCP endpoints, each registered
+// under its own four-tuple, and the data level (plainLevel or
+// mptcp.Conn) maps the byte stream onto them.
+//
 // A Conn is safe for concurrent use. Concurrent Reads (or Writes) are
 // serialised; a Write returns only when all of its bytes are queued (or on
 // error), so the bytes of concurrent Writes never interleave.
 type Conn struct {
-	eng      *Engine
-	id       stack.TransportEndpointID
-	netProto tcpip.NetworkProtocolNumber
-	laddr    *net.TCPAddr
-	raddr    *net.TCPAddr
+	eng   *Engine
+	laddr *net.TCPAddr // the first subflow's addresses
+	raddr *net.TCPAddr
 	// listener is set for passively opened connections; it receives the
 	// connection once established (its accept queue).
 	listener *Listener
@@ -42,78 +43,80 @@ type Conn struct {
 	readMu  sync.Mutex // held for a whole Read
 	writeMu sync.Mutex // held for a whole Write
 
-	mu sync.Mutex // guards everything below and every call into ep
-	ep *tcp.Endpoint
-	// mc is the MPTCP connection (nil for plain TCP) and sf its subflow on
-	// ep: the application's calls go to mc, which maps data onto ep.
+	mu sync.Mutex // guards everything below and every call into the data level and the subflows' endpoints
+	// dl is the data level: the application's calls go there.
+	dl dataLevel
+	// mc is the MPTCP connection (nil for plain TCP), also dl.
 	mc *mptcp.Conn
-	sf *mptcp.Subflow
+	// subs are the subflows, the first one first; torn-down subflows
+	// leave the list.
+	subs []*subflow
+	// first is the connection's first subflow (kept after it is gone,
+	// for Info and State).
+	first *subflow
 	// peerNoMPTCP: accepted with MPTCP enabled from a SYN without
 	// MP_CAPABLE.
 	peerNoMPTCP bool
-	route       *stack.Route // nil once torn down
-	seg         tcp.Segment  // scratch for incoming segments
-	segView     buffer.View  // descriptor of seg's payload view, see setPayloadView
+	// enqueued: handed to the listener's accept queue.
+	enqueued bool
+	seg      tcp.Segment // scratch for incoming segments
+	segView  buffer.View // descriptor of seg's payload view, see setPayloadView
 	// pending accumulates the events Notify reports during a call into
-	// ep; flushLocked acts on them after the call returned.
+	// an endpoint or the data level; flushLocked acts on them afterwards.
 	pending    tcp.Events
 	timer      tcpip.Timer
 	timerAt    tcpip.MonotonicTime
 	timerArmed bool
-	ackQueued  bool // in an ackBatch, waiting for the end of the batch
 	readers    waitList
 	writers    waitList
 	// closers are Close calls lingering until delivery (SetLinger).
 	closers waitList
-	// written counts the bytes Write accepted; linger is SetLinger's
-	// value (negative: close in the background).
-	written uint64
-	linger  int
+	// linger is SetLinger's value (negative: close in the background).
+	linger int
 	// writeWant is what a blocked writer still has to queue: writers are
 	// woken once that much (or a quarter of the buffer) is free, not on
 	// every ACK.
-	writeWant int
-	rd, wd    deadline
-	// res is the port reservation of an actively opened connection.
-	res         ports.Reservation
-	hasRes      bool
-	registered  bool
+	writeWant   int
+	rd, wd      deadline
 	closed      bool // Close was called
 	readShut    bool // CloseRead was called
-	dead        bool // torn down: unregistered, route released
+	dead        bool // torn down: every subflow gone, timer stopped
 	connLimited bool // counted against Options.MaxConnections
 }
 
 var _ net.Conn = (*Conn)(nil)
 
-// newConn returns a connection for id over r, without endpoint yet. It
-// takes ownership of r.
+// newConn returns a connection whose first subflow is id over r, without
+// endpoint yet. It takes ownership of r.
 func newConn(e *Engine, r *stack.Route, id stack.TransportEndpointID, netProto tcpip.NetworkProtocolNumber) *Conn {
 	c := &Conn{
-		eng:      e,
-		id:       id,
-		netProto: netProto,
-		route:    r,
-		laddr:    &net.TCPAddr{IP: net.IP(id.LocalAddress.AsSlice()), Port: int(id.LocalPort)},
-		raddr:    &net.TCPAddr{IP: net.IP(id.RemoteAddress.AsSlice()), Port: int(id.RemotePort)},
-		sndBuf:   e.opts.TCP.SendBuffer,
-		linger:   -1,
+		eng:    e,
+		laddr:  &net.TCPAddr{IP: net.IP(id.LocalAddress.AsSlice()), Port: int(id.LocalPort)},
+		raddr:  &net.TCPAddr{IP: net.IP(id.RemoteAddress.AsSlice()), Port: int(id.RemotePort)},
+		sndBuf: e.opts.TCP.SendBuffer,
+		linger: -1,
 	}
 	if c.sndBuf <= 0 {
 		c.sndBuf = tcp.DefaultSendBuffer
 	}
+	c.first = newSubflow(c, r, id, netProto)
+	c.subs = []*subflow{c.first}
 	return c
 }
 
-// config returns the tcp.Config of this connection.
-func (c *Conn) config() tcp.Config {
-	cfg := c.eng.tcpConfig(c.route)
-	cfg.Output = (*connOutput)(c)
-	cfg.Notify = c.notify
-	if c.sf != nil {
-		cfg.Extension = c.sf
+// setEndpoint completes the first subflow with its endpoint and sets up
+// the data level: mc (with sf, the first subflow's extension) or plain
+// TCP.
+func (c *Conn) setEndpoint(ep *tcp.Endpoint, mc *mptcp.Conn, sf *mptcp.Subflow) {
+	c.first.ep, c.first.sf = ep, sf
+	c.mc = mc
+	if mc != nil {
+		mc.SetOwner(c)
+		c.dl = mc
+		c.first.bindMPTCP()
+	} else {
+		c.dl = &plainLevel{ep: ep}
 	}
-	return cfg
 }
 
 // mptcpConfig returns the configuration of this connection's MPTCP layer.
@@ -123,53 +126,31 @@ func (c *Conn) mptcpConfig() mptcp.Config {
 	return cfg
 }
 
-// bindMPTCP attaches the MPTCP layer's subflow to the endpoint.
-func (c *Conn) bindMPTCP() {
-	if c.sf == nil {
-		return
-	}
-	c.sf.Bind(c.ep)
-	c.sf.Local = addrPort(c.laddr.IP, c.laddr.Port)
-	c.sf.Remote = addrPort(c.raddr.IP, c.raddr.Port)
-}
-
-// updateMPTCP lets the MPTCP layer follow the subflow after a call into ep.
-func (c *Conn) updateMPTCP() {
-	if c.mc != nil {
-		c.mc.Update()
-	}
-}
-
-// flow is the connection's four-tuple in the tcp package's terms.
-func (c *Conn) flow() tcp.FlowID {
-	return tcp.FlowID{
-		LocalAddr:  c.id.LocalAddress,
-		RemoteAddr: c.id.RemoteAddress,
-		LocalPort:  c.id.LocalPort,
-		RemotePort: c.id.RemotePort,
-	}
-}
-
-// notify is tcp.Config.Notify: it runs inside calls into ep, with c.mu
-// held, and only records the events.
+// notify is tcp.Config.Notify (and mptcp.Config.Notify): it runs inside
+// calls into an endpoint or the data level, with c.mu held, and only
+// records the events.
 func (c *Conn) notify(ev tcp.Events) { c.pending |= ev }
 
-// connOutput is Conn as the endpoint's tcp.Output.
-type connOutput Conn
-
-// WriteSegment implements tcp.Output; it runs with c.mu held.
-func (o *connOutput) WriteSegment(s *tcp.OutSegment) {
-	c := (*Conn)(o)
-	if c.route == nil {
+// updateLocked lets the data level follow its subflows after a call into
+// one of them, and opens the subflows the path manager asks for. Called
+// with c.mu held.
+func (c *Conn) updateLocked() {
+	if c.mc == nil {
 		return
 	}
-	c.eng.writeSegment(c.route, &c.id, s)
+	c.mc.Update()
+	for _, r := range c.mc.TakeJoinRequests() {
+		if err := c.openJoinLocked(r); err != nil {
+			c.mc.JoinFailed(r)
+		}
+	}
 }
 
-// flushLocked acts on the events recorded during the last calls into ep:
-// it wakes blocked readers and writers, re-arms the timer, hands a newly
-// established passive connection to its listener and tears the connection
-// down once it is CLOSED. Called with c.mu held after every call into ep.
+// flushLocked acts on the events recorded during the last calls: it
+// wakes blocked readers and writers, re-arms the timer, hands a newly
+// established passive connection to its listener, and tears down the
+// subflows that are CLOSED (and the connection once none is left). Called
+// with c.mu held after every call into the data level or an endpoint.
 func (c *Conn) flushLocked() {
 	for c.pending != 0 {
 		ev := c.pending
@@ -187,15 +168,37 @@ func (c *Conn) flushLocked() {
 		if ev&tcp.EventTimer != 0 {
 			c.armTimerLocked()
 		}
-		if ev&tcp.EventEstablished != 0 && c.listener != nil && !c.listener.enqueue(c) {
-			c.eng.stats.acceptQueueOverflows.Add(1)
-			c.eng.tcpStats.ListenOverflowAckDrop.Increment()
-			c.ep.Abort() // RST; the loop tears down
+		if ev&tcp.EventEstablished != 0 && c.listener != nil && !c.enqueued && c.first.ep.State() >= tcp.StateEstablished {
+			c.enqueued = true
+			if !c.listener.enqueue(c) {
+				c.eng.stats.acceptQueueOverflows.Add(1)
+				c.eng.tcpStats.ListenOverflowAckDrop.Increment()
+				c.dl.Abort() // RST; the loop tears down
+				continue
+			}
+		}
+		if ev&tcp.EventClosed != 0 {
+			c.reapLocked()
+		}
+	}
+}
+
+// reapLocked tears down the subflows whose endpoint is CLOSED, and the
+// connection once none is left.
+func (c *Conn) reapLocked() {
+	j := 0
+	for _, sub := range c.subs {
+		if sub.ep == nil || sub.ep.State() == tcp.StateClosed {
+			sub.teardownLocked()
 			continue
 		}
-		if ev&tcp.EventClosed != 0 && c.ep.State() == tcp.StateClosed {
-			c.teardownLocked()
-		}
+		c.subs[j] = sub
+		j++
+	}
+	clear(c.subs[j:])
+	c.subs = c.subs[:j]
+	if len(c.subs) == 0 {
+		c.teardownLocked()
 	}
 }
 
@@ -205,41 +208,31 @@ func (c *Conn) writable() bool {
 		return false
 	}
 	want := min(c.writeWant, c.sndBuf/4)
-	free := c.ep.SendBufferFree()
-	if c.mc != nil {
-		free = c.mc.SendBufferFree()
-	}
-	return free >= max(want, 1)
+	return c.dl.SendBufferFree() >= max(want, 1)
 }
 
-// teardownLocked releases what a CLOSED connection holds: its demultiplexer
-// registration, port reservation, timer and route.
+// teardownLocked releases what a finished connection holds: every
+// subflow's registration, port and route, its timer, its connection slot
+// and token.
 func (c *Conn) teardownLocked() {
 	if c.dead {
 		return
 	}
 	c.dead = true
-	if c.ep != nil {
+	if c.dl != nil {
 		if ue, ok := c.gaveUpLocked().(*UndeliveredError); ok {
 			c.eng.stats.undeliveredCloses.Add(1)
 			c.eng.stats.undeliveredBytes.Add(ue.Bytes)
 		}
 	}
-	if c.registered {
-		c.eng.s.UnregisterTransportEndpoint([]tcpip.NetworkProtocolNumber{c.netProto}, header.TCPProtocolNumber, c.id, (*connEndpoint)(c), ports.Flags{}, 0)
-		c.registered = false
+	for _, sub := range c.subs {
+		sub.teardownLocked()
 	}
-	if c.hasRes {
-		c.eng.s.ReleasePort(c.res)
-		c.hasRes = false
-	}
+	c.first.teardownLocked()
+	c.subs = nil
 	if c.timer != nil {
 		c.timer.Stop()
 		c.timerArmed = false
-	}
-	if c.route != nil {
-		c.route.Release()
-		c.route = nil
 	}
 	if c.connLimited {
 		c.eng.releaseConn()
@@ -256,28 +249,28 @@ func (c *Conn) teardownLocked() {
 	c.closers.wake()
 }
 
-// register adds the connection to the stack's demultiplexer under its
-// four-tuple.
-func (c *Conn) registerLocked() tcpip.Error {
-	err := c.eng.s.RegisterTransportEndpoint([]tcpip.NetworkProtocolNumber{c.netProto}, header.TCPProtocolNumber, c.id, (*connEndpoint)(c), ports.Flags{}, 0)
-	if err == nil {
-		c.registered = true
-	}
-	return err
-}
-
-// armTimerLocked makes sure the timer fires no later than the endpoint's
-// next deadline. A timer already due earlier is left alone: firing early
-// is harmless (HandleTimers does nothing yet) and re-arms it, which keeps
-// timer resets to about one per deadline instead of one per ACK.
+// armTimerLocked makes sure the timer fires no later than the earliest
+// deadline of the subflows and the data level. A timer already due earlier
+// is left alone: firing early is harmless (HandleTimers does nothing yet)
+// and re-arms it, which keeps timer resets to about one per deadline
+// instead of one per ACK.
 func (c *Conn) armTimerLocked() {
 	if c.dead {
 		return
 	}
-	at, ok := c.ep.NextDeadline()
+	var at tcpip.MonotonicTime
+	ok := false
+	for _, sub := range c.subs {
+		if sub.ep == nil {
+			continue
+		}
+		if t, tok := sub.ep.NextDeadline(); tok && (!ok || t.Before(at)) {
+			at, ok = t, true
+		}
+	}
 	if c.mc != nil {
-		if mat, mok := c.mc.NextDeadline(); mok && (!ok || mat.Before(at)) {
-			at, ok = mat, true
+		if t, tok := c.mc.NextDeadline(); tok && (!ok || t.Before(at)) {
+			at, ok = t, true
 		}
 	}
 	if !ok || (c.timerArmed && !at.Before(c.timerAt)) {
@@ -299,82 +292,18 @@ func (c *Conn) onTimer() {
 	if c.dead {
 		return
 	}
-	c.ep.HandleTimers()
+	for i := 0; i < len(c.subs); i++ {
+		if ep := c.subs[i].ep; ep != nil {
+			ep.HandleTimers()
+		}
+	}
 	if c.mc != nil {
 		c.mc.HandleTimers()
-		c.mc.Update()
 	}
+	c.updateLocked()
 	c.flushLocked()
 	c.armTimerLocked()
 }
-
-// connEndpoint is Conn as a stack.TransportEndpoint.
-type connEndpoint Conn
-
-var _ stack.TransportEndpoint = (*connEndpoint)(nil)
-
-// HandlePacket implements stack.TransportEndpoint. It runs on the link's
-// dispatch goroutine.
-func (ce *connEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stack.PacketBuffer) {
-	c := (*Conn)(ce)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if err := parseIncoming(&id, pkt, &c.seg); err != nil || c.eng.countOptions(&c.seg) {
-		c.eng.countParseError(err)
-		return
-	}
-	if c.dead {
-		// Unregistered meanwhile: answer as CLOSED does.
-		c.eng.replyReset(&id, pkt, &c.seg)
-		return
-	}
-	c.eng.tcpStats.ValidSegmentsReceived.Increment()
-	setPayloadView(pkt, &c.seg, &c.segView)
-	c.handleSegmentLocked(pkt.NICID)
-	c.seg.Payload, c.seg.PayloadView = nil, nil
-	c.updateMPTCP()
-	c.flushLocked()
-}
-
-// HandleError implements stack.TransportEndpoint: an ICMP "fragmentation
-// needed" or ICMPv6 "packet too big" lowers the MSS (RFC 1191, RFC 8201);
-// gVisor reports the largest transport payload the path carries. Other
-// ICMP errors are soft errors for TCP (RFC 1122 §4.2.3.9) and ignored.
-func (ce *connEndpoint) HandleError(transErr stack.TransportError, _ *stack.PacketBuffer) {
-	if transErr.Kind() != stack.PacketTooBigTransportError {
-		return
-	}
-	c := (*Conn)(ce)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dead {
-		return
-	}
-	c.ep.HandlePacketTooBig(int(transErr.Info()) - header.TCPMinimumSize)
-	c.updateMPTCP()
-	c.flushLocked()
-}
-
-// Abort implements stack.TransportEndpoint (used by Engine.Close): it
-// resets the connection.
-func (ce *connEndpoint) Abort() {
-	c := (*Conn)(ce)
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.dead {
-		return
-	}
-	if c.mc != nil {
-		c.mc.Abort()
-	} else {
-		c.ep.Abort()
-	}
-	c.flushLocked()
-	c.teardownLocked()
-}
-
-// Wait implements stack.TransportEndpoint; a Conn has no goroutines.
-func (*connEndpoint) Wait() {}
 
 // Read implements net.Conn. It blocks until data, EOF (the peer's FIN,
 // io.EOF), an error or the read deadline.
@@ -394,13 +323,7 @@ func (c *Conn) Read(b []byte) (int, error) {
 		case len(b) == 0:
 			return 0, nil
 		}
-		var n int
-		var err error
-		if c.mc != nil {
-			n, err = c.mc.Read(b)
-		} else {
-			n, err = c.ep.Read(b)
-		}
+		n, err := c.dl.Read(b)
 		c.flushLocked()
 		if n > 0 {
 			return n, nil
@@ -430,15 +353,8 @@ func (c *Conn) Write(b []byte) (int, error) {
 		case c.wd.expired:
 			return total, c.opError("write", errDeadline)
 		}
-		var n int
-		var err error
-		if c.mc != nil {
-			n, err = c.mc.Write(b[total:])
-		} else {
-			n, err = c.ep.Write(b[total:])
-		}
+		n, err := c.dl.Write(b[total:])
 		total += n
-		c.written += uint64(n)
 		c.flushLocked()
 		if err == nil {
 			return total, nil
@@ -484,13 +400,10 @@ func (c *Conn) Close() error {
 	c.closed = true
 	var err error
 	if !c.dead {
-		switch {
-		case c.linger == 0:
-			c.abortLocked()
-		case c.mc != nil:
-			c.mc.Close()
-		default:
-			c.ep.Close()
+		if c.linger == 0 {
+			c.dl.Abort()
+		} else {
+			c.dl.Close()
 		}
 		c.flushLocked()
 		if c.linger > 0 {
@@ -545,8 +458,8 @@ func (c *Conn) lingerLocked(d time.Duration) error {
 			return c.gaveUpLocked()
 		}
 		if expired {
-			lost := c.undeliveredLocked()
-			c.abortLocked()
+			lost := c.dl.Undelivered()
+			c.dl.Abort()
 			c.flushLocked()
 			if lost == 0 {
 				return nil // every byte made it; only the FIN's acknowledgement is missing
@@ -560,53 +473,12 @@ func (c *Conn) lingerLocked(d time.Duration) error {
 	}
 }
 
-// abortLocked resets the connection (MP_FASTCLOSE with MPTCP).
-func (c *Conn) abortLocked() {
-	if c.mc != nil {
-		c.mc.Abort()
-	} else {
-		c.ep.Abort()
-	}
-}
-
-// undeliveredLocked returns how many written bytes the peer has not
-// acknowledged (at the data level with MPTCP).
-func (c *Conn) undeliveredLocked() uint64 {
-	if c.mc != nil {
-		return c.mc.Undelivered()
-	}
-	acked := c.ep.Info().BytesAcked
-	if acked >= c.written {
-		return 0
-	}
-	return c.written - acked
-}
-
 // deliveredLocked reports whether everything written, and the FIN once
 // queued, has been acknowledged by the peer.
-func (c *Conn) deliveredLocked() bool {
-	if c.mc != nil {
-		return c.mc.Delivered()
-	}
-	if c.undeliveredLocked() > 0 {
-		return false
-	}
-	switch c.ep.State() {
-	case tcp.StateFinWait2, tcp.StateTimeWait:
-		return true
-	case tcp.StateClosed:
-		return c.ep.Err() == nil
-	}
-	return false
-}
+func (c *Conn) deliveredLocked() bool { return c.dl.Delivered() }
 
 // endErrLocked returns the error that ended the connection, or nil.
-func (c *Conn) endErrLocked() error {
-	if c.mc != nil {
-		return c.mc.Err()
-	}
-	return c.ep.Err()
-}
+func (c *Conn) endErrLocked() error { return c.dl.Err() }
 
 // gaveUpLocked returns an *UndeliveredError if the connection ended with
 // written bytes the peer never acknowledged, or nil.
@@ -615,7 +487,7 @@ func (c *Conn) gaveUpLocked() error {
 	if cause == nil {
 		return nil
 	}
-	if n := c.undeliveredLocked(); n > 0 {
+	if n := c.dl.Undelivered(); n > 0 {
 		return &UndeliveredError{Bytes: n, Err: mapError(cause)}
 	}
 	return nil
@@ -652,12 +524,7 @@ func (c *Conn) CloseWrite() error {
 		}
 		return nil
 	}
-	var err error
-	if c.mc != nil {
-		err = c.mc.CloseWrite()
-	} else {
-		err = c.ep.CloseWrite()
-	}
+	err := c.dl.CloseWrite()
 	c.flushLocked()
 	if err != nil {
 		return c.opError("close", c.failureLocked(err))
@@ -709,18 +576,35 @@ func (c *Conn) SetWriteDeadline(t time.Time) error {
 	return nil
 }
 
-// Info returns a snapshot of the connection's TCP state and counters.
+// Info returns a snapshot of the TCP state and counters of the
+// connection's first subflow (ConnInfo describes every subflow).
 func (c *Conn) Info() tcp.Info {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ep.Info()
+	return c.first.ep.Info()
 }
 
-// State returns the connection's TCP state.
+// State returns the TCP state of the connection's first subflow.
 func (c *Conn) State() tcp.State {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.ep.State()
+	return c.first.ep.State()
+}
+
+// Done reports whether the connection is over: every subflow closed (or
+// in TIME-WAIT, with the closing handshake complete).
+func (c *Conn) Done() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dead {
+		return true
+	}
+	for _, sub := range c.subs {
+		if st := sub.ep.State(); st != tcp.StateClosed && st != tcp.StateTimeWait {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *Conn) opError(op string, err error) error {
@@ -791,6 +675,4 @@ func (d *deadline) stop() {
 	}
 }
 
-// Notify implements tcp.Notifier, so that endpoints created by a
-// tcp.Listener report their events to their Conn.
-func (o *connOutput) Notify(ev tcp.Events) { (*Conn)(o).notify(ev) }
+

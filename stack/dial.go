@@ -12,10 +12,8 @@ import (
 	"github.com/mptund/mptund/stack/mptcp"
 	"github.com/mptund/mptund/stack/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
 	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	"gvisor.dev/gvisor/pkg/tcpip/ports"
 	"gvisor.dev/gvisor/pkg/tcpip/stack"
 )
 
@@ -88,38 +86,43 @@ func (e *Engine) DialTCP(ctx context.Context, network string, laddr, raddr *net.
 	}
 	c := newConn(e, r, tcpipID(r.LocalAddress(), 0, remote, uint16(raddr.Port)), netProto)
 	c.connLimited = true
+	sub := c.first
 
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.bindLocked(lport); err != nil {
+	if err := sub.bindLocked(lport); err != nil {
 		c.teardownLocked()
 		return nil, fail(err)
 	}
-	c.laddr.Port = int(c.id.LocalPort)
+	c.laddr.Port = int(sub.id.LocalPort)
+	var mc *mptcp.Conn
 	if !e.opts.MPTCP.Disabled {
-		mc, sf, err := mptcp.NewClient(c.mptcpConfig())
+		var err error
+		mc, sub.sf, err = mptcp.NewClient(c.mptcpConfig())
 		if err != nil {
 			c.teardownLocked()
 			return nil, fail(err)
 		}
-		c.mc, c.sf = mc, sf
 	}
-	cfg := c.config()
-	cfg.ISS = tcp.ISN(&e.secret, c.flow(), e.clock.NowMonotonic())
+	cfg := sub.config()
+	cfg.ISS = tcp.ISN(&e.secret, sub.flow(), e.clock.NowMonotonic())
 	cfg.TSOffset = rand.Uint32() // RFC 7323 §5.4
 	ep, err := tcp.NewEndpoint(cfg)
 	if err != nil {
+		if mc != nil {
+			mc.Release()
+		}
 		c.teardownLocked()
 		return nil, fail(err)
 	}
-	c.ep = ep
+	c.setEndpoint(ep, mc, sub.sf)
 	ep.SetGSOMaxSize(gsoMaxPayload(r)) // TSO when the link segments
-	c.bindMPTCP()
 	e.tcpStats.ActiveConnectionOpenings.Increment()
 	if err := ep.Connect(); err != nil {
 		c.teardownLocked()
 		return nil, fail(err)
 	}
+	c.updateLocked()
 	c.flushLocked()
 	for {
 		st := ep.State()
@@ -143,7 +146,7 @@ func (e *Engine) DialTCP(ctx context.Context, network string, laddr, raddr *net.
 		case <-ctx.Done():
 			c.mu.Lock()
 			if !c.dead {
-				ep.Abort()
+				c.dl.Abort()
 				c.flushLocked()
 				c.teardownLocked()
 			}
@@ -159,41 +162,6 @@ func mapCtxError(err error) error {
 		return errDeadline
 	}
 	return err
-}
-
-// bindLocked reserves the local port (lport, or an ephemeral one) for the
-// connection's four-tuple and registers it with the demultiplexer.
-func (c *Conn) bindLocked(lport uint16) error {
-	s := c.eng.s
-	res := ports.Reservation{
-		Networks:  []tcpip.NetworkProtocolNumber{c.netProto},
-		Transport: header.TCPProtocolNumber,
-		Addr:      c.id.LocalAddress,
-		Dest:      tcpip.FullAddress{Addr: c.id.RemoteAddress, Port: c.id.RemotePort},
-	}
-	try := func(p uint16) (bool, tcpip.Error) {
-		res.Port = p
-		if _, err := s.ReservePort(s.SecureRNG(), res, nil); err != nil {
-			return false, nil
-		}
-		c.id.LocalPort = p
-		if err := c.registerLocked(); err != nil {
-			s.ReleasePort(res)
-			return false, nil
-		}
-		c.res, c.hasRes = res, true
-		return true, nil
-	}
-	if lport != 0 {
-		if ok, _ := try(lport); !ok {
-			return &connError{errno: syscall.EADDRINUSE, err: fmt.Errorf("port %d in use", lport)}
-		}
-		return nil
-	}
-	if _, err := s.PickEphemeralPort(s.SecureRNG(), try); err != nil {
-		return &connError{errno: syscall.EADDRNOTAVAIL, err: fmt.Errorf("no ephemeral port: %s", err)}
-	}
-	return nil
 }
 
 // ResolveTCPAddr parses "host:port" for network "tcp", "tcp4" or "tcp6"

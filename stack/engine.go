@@ -109,6 +109,13 @@ type Engine struct {
 	// mib counts the engine's MPTCP events (names of the kernel's
 	// MPTcpExt counters).
 	mib mptcp.MIB
+	// pm is the path manager of the engine's MPTCP connections.
+	pm *mptcp.PathManager
+	// joins builds the endpoints of accepted MP_JOIN subflows.
+	joins *joinListener
+	// joinPorts are the join-only endpoints of announced ports (guarded
+	// by mu).
+	joinPorts map[netip.AddrPort]*joinPortEndpoint
 
 	mu      sync.Mutex // guards nextNIC, nics, closed
 	nextNIC tcpip.NICID
@@ -130,7 +137,17 @@ func NewEngine(opts Options) (*Engine, error) {
 	if opts.QueueLen == 0 {
 		opts.QueueLen = DefaultQueueLen
 	}
-	e := &Engine{tokens: mptcp.NewTokens(), clock: opts.Clock, opts: opts, nextNIC: 1, nics: make(map[tcpip.NICID]stack.LinkEndpoint)}
+	e := &Engine{tokens: mptcp.NewTokens(), clock: opts.Clock, opts: opts, nextNIC: 1, nics: make(map[tcpip.NICID]stack.LinkEndpoint),
+		joinPorts: make(map[netip.AddrPort]*joinPortEndpoint)}
+	pm, err := mptcp.NewPathManager(mptcp.PMConfig{Endpoints: opts.MPTCP.Endpoints, Limits: opts.MPTCP.Limits,
+		AddAddrTimeout: opts.MPTCP.AddAddrTimeout, AddAddrRetries: opts.MPTCP.AddAddrRetries, DenyJoinInitial: opts.MPTCP.DenyJoinInitial})
+	if err != nil {
+		return nil, fmt.Errorf("stack: MPTCP path manager: %w", err)
+	}
+	e.pm = pm
+	if _, err := mptcp.NewScheduler(opts.MPTCP.Scheduler); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
 	if _, err := rand.Read(e.secret[:]); err != nil {
 		return nil, fmt.Errorf("stack: seeding secret: %w", err)
 	}
@@ -154,6 +171,10 @@ func NewEngine(opts Options) (*Engine, error) {
 		Clock: opts.Clock,
 	})
 	e.tcpStats = e.s.Stats().TCP
+	if err := e.newJoinListener(); err != nil {
+		return nil, fmt.Errorf("stack: %w", err)
+	}
+	e.syncJoinPorts()
 	return e, nil
 }
 
@@ -309,6 +330,77 @@ func (e *Engine) mptcpConfig() mptcp.Config {
 		Tokens:    e.tokens,
 		Checksums: e.opts.MPTCP.Checksums,
 		MIB:       &e.mib,
+		PM:        e.pm,
+		Scheduler: e.opts.MPTCP.Scheduler,
+		Tracer:    e.opts.MPTCP.Tracer,
+	}
+}
+
+// PathManager returns the engine's path manager: its endpoints and limits.
+// Change them with AddEndpoint, RemoveEndpoint, SetEndpointBackup and
+// SetLimits, which also bring the open connections up to date.
+func (e *Engine) PathManager() *mptcp.PathManager { return e.pm }
+
+// AddEndpoint adds a local address to the path manager (an endpoint with
+// flags signal, subflow, backup, fullmesh, and for signal an optional
+// port, on which the engine then accepts joins) and lets every open MPTCP
+// connection act on it: announce it, open subflows from it. It returns the
+// endpoint with its ID.
+func (e *Engine) AddEndpoint(ep mptcp.Endpoint) (mptcp.Endpoint, error) {
+	ep, err := e.pm.AddEndpoint(ep)
+	if err != nil {
+		return ep, err
+	}
+	e.syncJoinPorts()
+	e.pmUpdateAll()
+	return ep, nil
+}
+
+// RemoveEndpoint removes a local address from the path manager: every
+// connection sends REMOVE_ADDR for it and closes its subflows (RFC 8684
+// §3.4.2).
+func (e *Engine) RemoveEndpoint(id uint8) error {
+	if _, err := e.pm.RemoveEndpoint(id); err != nil {
+		return err
+	}
+	e.syncJoinPorts()
+	e.pmUpdateAll()
+	return nil
+}
+
+// SetEndpointBackup changes an endpoint's backup flag: the connections
+// send MP_PRIO on its subflows (RFC 8684 §3.3.8).
+func (e *Engine) SetEndpointBackup(id uint8, backup bool) error {
+	if err := e.pm.SetBackup(id, backup); err != nil {
+		return err
+	}
+	e.pmUpdateAll()
+	return nil
+}
+
+// SetLimits changes the path manager's limits.
+func (e *Engine) SetLimits(l mptcp.Limits) error {
+	if err := e.pm.SetLimits(l); err != nil {
+		return err
+	}
+	e.pmUpdateAll()
+	return nil
+}
+
+// pmUpdateAll lets every MPTCP connection act on a path-manager change.
+func (e *Engine) pmUpdateAll() {
+	for _, mc := range e.tokens.All() {
+		c, ok := ownerOf(mc)
+		if !ok {
+			continue
+		}
+		c.mu.Lock()
+		if !c.dead && c.mc == mc {
+			c.mc.PMUpdate()
+			c.updateLocked()
+			c.flushLocked()
+		}
+		c.mu.Unlock()
 	}
 }
 

@@ -275,7 +275,7 @@ func (l *Listener) Close() error {
 	l.eng.s.UnregisterTransportEndpoint(l.netProtos, header.TCPProtocolNumber, l.id, (*listenerEndpoint)(l), ports.Flags{}, 0)
 	l.eng.s.ReleasePort(l.res)
 	for _, c := range conns {
-		(*connEndpoint)(c).Abort()
+		(*subflowEndpoint)(c.first).Abort()
 	}
 	return nil
 }
@@ -340,6 +340,18 @@ func (le *listenerEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stac
 		l.mu.Unlock()
 		return
 	}
+	if isJoinSYN(seg) {
+		// Joins go to their connection by token, never to the listener
+		// (RFC 8684 §3.2). Not under l.mu: the connection's lock comes
+		// first.
+		l.mu.Unlock()
+		js := segPool.Get().(*tcp.Segment)
+		defer segPool.Put(js)
+		if err := parseIncoming(&id, pkt, js); err == nil {
+			e.handleJoinSYN(id, pkt, js, false)
+		}
+		return
+	}
 	e.tcpStats.ValidSegmentsReceived.Increment()
 	// Only a SYN, or an ACK that may complete a cookie handshake, can
 	// create a connection; other segments are answered (if at all) with a
@@ -361,7 +373,7 @@ func (le *listenerEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stac
 	c.listener = l
 	c.connLimited = creates
 	l.cur, l.newMC, l.newSF = c, nil, nil
-	tep := l.tl.HandleSegment(c.flow(), seg, (*connOutput)(c))
+	tep := l.tl.HandleSegment(c.first.flow(), seg, (*subflowOutput)(c.first))
 	mc, sf := l.newMC, l.newSF
 	l.cur, l.newMC, l.newSF = nil, nil, nil
 	seg.Payload = nil
@@ -373,10 +385,8 @@ func (le *listenerEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stac
 		c.teardownLocked() // releases the route and the connection count; c is private
 		return
 	}
-	c.ep = tep
-	c.mc, c.sf = mc, sf
+	c.setEndpoint(tep, mc, sf)
 	c.peerNoMPTCP = mc == nil && !e.opts.MPTCP.Disabled
-	c.bindMPTCP()
 	l.pending[c] = struct{}{}
 	l.mu.Unlock()
 
@@ -388,7 +398,7 @@ func (le *listenerEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stac
 		return
 	}
 	e.tcpStats.PassiveConnectionOpenings.Increment()
-	if terr := c.registerLocked(); terr != nil {
+	if terr := c.first.registerLocked(); terr != nil {
 		tep.Abort()
 		c.flushLocked()
 		c.teardownLocked()
@@ -398,6 +408,7 @@ func (le *listenerEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stac
 	// this route carries.
 	tep.HandlePacketTooBig(int(r.MTU()) - header.TCPMinimumSize)
 	tep.SetGSOMaxSize(gsoMaxPayload(r)) // TSO when the link segments
+	c.updateLocked()
 	c.flushLocked()
 }
 

@@ -71,6 +71,12 @@ func (p *protocol) HandleUnknownDestinationPacket(id stack.TransportEndpointID, 
 		p.eng.countParseError(err)
 		return stack.UnknownDestinationPacketMalformed
 	}
+	if isJoinSYN(seg) {
+		// A join to an address of ours with no listener of its own (an
+		// announced address, on the connection's port): routed by token.
+		p.eng.handleJoinSYN(id, pkt, seg, false)
+		return stack.UnknownDestinationPacketHandled
+	}
 	p.eng.tcpStats.InvalidSegmentsReceived.Increment()
 	if seg.Flags&tcp.FlagRST == 0 {
 		p.eng.replyReset(&id, pkt, seg)

@@ -275,3 +275,55 @@ func (s *Subflow) joinTimers(now tcpTime) {
 
 // maxJoinAckRetries bounds the repetitions of the third ACK.
 const maxJoinAckRetries = 6
+
+// AbandonSubflow forgets a subflow whose endpoint the driver could not
+// create or register (NewJoinSubflow or AcceptJoin succeeded first).
+func (c *Conn) AbandonSubflow(s *Subflow) {
+	defer c.flush()
+	for i, x := range c.subflows {
+		if x == s {
+			c.subflows = append(c.subflows[:i], c.subflows[i+1:]...)
+			c.subflowsClosed++
+			if s.initiator && c.pm.added > 0 {
+				c.pm.added--
+			}
+			return
+		}
+	}
+}
+
+// subflowByID returns the live subflow with ID id.
+func (c *Conn) subflowByID(id uint32) *Subflow {
+	for _, s := range c.subflows {
+		if s.id == id && !s.dead {
+			return s
+		}
+	}
+	return nil
+}
+
+// ErrNoSubflow: no live subflow has the given ID.
+var ErrNoSubflow = errors.New("mptcp: no such subflow")
+
+// CloseSubflowID resets the subflow with ID id (MP_TCPRST, reason
+// unspecified); its unacknowledged data goes to the other subflows.
+func (c *Conn) CloseSubflowID(id uint32) error {
+	defer c.flush()
+	s := c.subflowByID(id)
+	if s == nil {
+		return ErrNoSubflow
+	}
+	s.rstReason = options.RstReasonUnspecified
+	c.closeSubflow(s, errors.New("mptcp: subflow closed locally"))
+	return nil
+}
+
+// SetSubflowBackupID is SetSubflowBackup for the subflow with ID id.
+func (c *Conn) SetSubflowBackupID(id uint32, backup bool) error {
+	s := c.subflowByID(id)
+	if s == nil {
+		return ErrNoSubflow
+	}
+	c.SetSubflowBackup(s, backup)
+	return nil
+}

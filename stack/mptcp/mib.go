@@ -138,6 +138,9 @@ const (
 	SubflowStale
 	// SubflowRecover: stale subflows that made progress again.
 	SubflowRecover
+	// MPJoinPortSynRx: MP_JOIN SYNs received on a port announced with
+	// ADD_ADDR.
+	MPJoinPortSynRx
 
 	numCounters
 )
@@ -194,6 +197,7 @@ var counterNames = [numCounters]string{
 	MPPrioRx:                "MPPrioRx",
 	SubflowStale:            "SubflowStale",
 	SubflowRecover:          "SubflowRecover",
+	MPJoinPortSynRx:         "MPJoinPortSynRx",
 }
 
 func (c Counter) String() string {

@@ -166,6 +166,16 @@ func (m *mpSim) step() {
 		c.Update()
 		for _, r := range c.TakeJoinRequests() {
 			var la, ra tcpip.Address
+			if !r.Local.IsValid() {
+				// Routing: A1 reaches B1, A2 reaches B2, the client's
+				// addresses reach B1, the server's A1.
+				switch r.Remote.Addr() {
+				case nAddr(mpB1), nAddr(mpA1):
+					r.Local = nAddr(map[bool]tcpip.Address{true: mpA1, false: mpB1}[c.client])
+				default:
+					r.Local = nAddr(map[bool]tcpip.Address{true: mpA2, false: mpB2}[c.client])
+				}
+			}
 			for _, a := range []tcpip.Address{mpA1, mpA2, mpB1, mpB2} {
 				if nAddr(a) == r.Local {
 					la = a

@@ -301,7 +301,10 @@ func (pm *PathManager) EndpointFor(a netip.Addr, port uint16) (Endpoint, bool) {
 	return Endpoint{}, false
 }
 
-func (pm *PathManager) localBackup(a netip.Addr) bool {
+func (pm *PathManager) localBackup(a netip.Addr) bool { return pm.EndpointBackup(a) }
+
+// EndpointBackup reports whether local address a is a backup endpoint.
+func (pm *PathManager) EndpointBackup(a netip.Addr) bool {
 	e, ok := pm.EndpointFor(a, 0)
 	return ok && e.Flags&FlagBackup != 0
 }
@@ -335,7 +338,10 @@ type Address struct {
 // JoinRequest asks the driver to open a subflow (NewJoinSubflow with
 // these arguments, after creating the route and endpoint).
 type JoinRequest struct {
-	Local    netip.Addr // source address (its port is the driver's choice)
+	// Local is the source address (its port is the driver's choice); the
+	// zero Addr lets the driver's routing pick one (LocalID is then the
+	// ID of the address picked).
+	Local    netip.Addr
 	LocalID  uint8
 	Remote   netip.AddrPort
 	RemoteID uint8
@@ -423,6 +429,13 @@ func (c *Conn) pmUpdate() {
 			break
 		}
 	}
+	// Subflows to the addresses the peer announced (and we accepted),
+	// from whatever local address routing picks.
+	for _, r := range p.remotes {
+		if r.ID != 0 {
+			c.pmRequest(netip.Addr{}, 0, r, false, limits)
+		}
+	}
 	// Subflows from our subflow endpoints to the peer's initial address
 	// (and, with fullmesh, to every address it announced).
 	for _, e := range eps {
@@ -470,7 +483,7 @@ func (p *pmConn) announced(id uint8) bool {
 // limits allow and the pair was not tried before.
 func (c *Conn) pmRequest(local netip.Addr, localID uint8, r Address, backup bool, limits Limits) {
 	p := &c.pm
-	if local.Is4() != r.Addr.Is4() || p.added >= limits.Subflows || c.liveSubflows() >= 1+limits.Subflows {
+	if (local.IsValid() && local.Is4() != r.Addr.Is4()) || p.added >= limits.Subflows || c.liveSubflows() >= 1+limits.Subflows {
 		return
 	}
 	key := [2]netip.Addr{local, r.Addr}
@@ -696,13 +709,11 @@ func (c *Conn) onAddAddr(s *Subflow, a options.AddAddr) {
 	p.accepted++
 	p.remotes = append(p.remotes, addr)
 	if !p.started || c.state != StateEstablished {
-		return
+		return // joined once the path manager starts (pmUpdate)
 	}
-	// Join it: from the local address of the initial subflow, and from
-	// every fullmesh subflow endpoint.
-	if init := c.initial(); init != nil {
-		c.pmRequest(init.Local.Addr(), 0, addr, false, limits)
-	}
+	// Join it: from whatever local address routing picks for it (as the
+	// kernel does), and from every fullmesh subflow endpoint.
+	c.pmRequest(netip.Addr{}, 0, addr, false, limits)
 	for _, e := range p.endpoints {
 		if e.Flags&FlagSubflow != 0 && e.Flags&FlagFullmesh != 0 {
 			c.pmRequest(e.Addr, e.ID, addr, e.Flags&FlagBackup != 0, limits)

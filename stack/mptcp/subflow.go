@@ -804,6 +804,9 @@ func (s *Subflow) insert(p dsnmap.Piece) {
 		case errors.Is(err, dsnmap.ErrDataAfterFIN):
 			c.stats.DroppedAfterFIN += lost
 			c.cfg.MIB.Inc(NoDSSInWindow)
+		case errors.Is(err, dsnmap.ErrTooManyRanges):
+			c.stats.DroppedOFOBytes += lost
+			c.cfg.MIB.Inc(OFODrop)
 		default:
 			c.stats.DroppedOFOBytes += lost
 			c.cfg.MIB.Inc(OFODrop)

@@ -64,3 +64,14 @@ func (t *Tokens) Len() int {
 	defer t.mu.Unlock()
 	return len(t.m)
 }
+
+// All returns the connections holding a token (a snapshot).
+func (t *Tokens) All() []*Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*Conn, 0, len(t.m))
+	for _, c := range t.m {
+		out = append(out, c)
+	}
+	return out
+}

@@ -1,0 +1,98 @@
+package stack
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/mptund/mptund/stack/mptcp"
+	"gvisor.dev/gvisor/pkg/tcpip/link/pipe"
+)
+
+// Second path of the two-path pipe topology.
+var (
+	addrA4b = netip.MustParsePrefix("10.98.0.1/24")
+	addrB4b = netip.MustParsePrefix("10.98.0.2/24")
+)
+
+// newTwoPathPair returns two engines joined by two pipe links: A has
+// addrA4 and addrA4b, B addrB4 and addrB4b.
+func newTwoPathPair(t testing.TB, aOpts, bOpts Options) (a, b *Engine) {
+	t.Helper()
+	a, b = newEngine(t, aOpts), newEngine(t, bOpts)
+	l1a, l1b := pipe.New("", "", 1500)
+	l2a, l2b := pipe.New("", "", 1500)
+	for _, x := range []struct {
+		e  *Engine
+		l  *pipe.Endpoint
+		ap netip.Prefix
+	}{{a, l1a, addrA4}, {b, l1b, addrB4}, {a, l2a, addrA4b}, {b, l2b, addrB4b}} {
+		if _, err := x.e.AddNIC(x.l, x.ap); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return a, b
+}
+
+// waitSubflows waits until c has n established subflows.
+func waitSubflows(t testing.TB, c *Conn, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		k := 0
+		for _, s := range c.ConnInfo().Subflows {
+			if s.Established {
+				k++
+			}
+		}
+		if k >= n {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("subflows: %+v", c.ConnInfo().Subflows)
+}
+
+// TestMultipathAddAddr: the server announces its second address with
+// ADD_ADDR; the client, accepting one, joins it; data flows over both
+// subflows both ways.
+func TestMultipathAddAddr(t *testing.T) {
+	limits := &mptcp.Limits{Subflows: 2, AddAddrAccepted: 1}
+	a, b := newTwoPathPair(t, Options{MPTCP: MPTCPConfig{Limits: limits}},
+		Options{MPTCP: MPTCPConfig{Limits: limits, Endpoints: []mptcp.Endpoint{{Addr: addrB4b.Addr(), Flags: mptcp.FlagSignal}}}})
+	d, c := connectPair(t, a, b, addrB4.Addr())
+	// The client is fully established once the server's first DSS
+	// arrives; a little data from the server does it.
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	waitSubflows(t, d, 2)
+	waitSubflows(t, c, 2)
+	done := make(chan struct{})
+	go func() { transferVerified(t, c, d, 8<<20, 2); close(done) }()
+	buf := make([]byte, 5)
+	if _, err := d.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	transferVerified(t, d, c, 8<<20, 1)
+	<-done
+	for _, x := range []*Conn{d, c} {
+		for _, s := range x.ConnInfo().Subflows {
+			if s.BytesSent < 200<<10 {
+				t.Errorf("subflow %v->%v sent %d bytes of 8 MiB", s.Local, s.Remote, s.BytesSent)
+			}
+		}
+	}
+	for _, k := range []struct {
+		e    *Engine
+		c    mptcp.Counter
+		want uint64
+	}{
+		{b, mptcp.AddAddrTx, 1}, {a, mptcp.AddAddr, 1}, {a, mptcp.EchoAddTx, 1}, {b, mptcp.EchoAdd, 1},
+		{a, mptcp.MPJoinSynTx, 1}, {b, mptcp.MPJoinSynRx, 1}, {a, mptcp.MPJoinSynAckRx, 1}, {b, mptcp.MPJoinAckRx, 1},
+	} {
+		if got := k.e.MPTCPCounter(k.c); got != k.want {
+			t.Errorf("%v = %d, want %d", k.c, got, k.want)
+		}
+	}
+}
