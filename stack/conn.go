@@ -674,5 +674,3 @@ func (d *deadline) stop() {
 		d.timer = nil
 	}
 }
-
-
