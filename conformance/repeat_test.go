@@ -246,6 +246,7 @@ var repeatTCPCounters = append(slices.Clone(kernelErrorCounters), "TcpExtBeyondW
 type repeatRig struct {
 	*mptcpRig
 	kernelCsum, loss bool
+	drops            uint64 // packets the loss rules dropped, over every lossy case
 }
 
 func newRepeatRig(t *testing.T, engineCsum bool) *repeatRig {
@@ -300,6 +301,9 @@ func (r *repeatRig) configure(t *testing.T, c repeatCase) {
 		r.kernelCsum = c.KernelCsum
 	}
 	if r.loss != c.Loss {
+		if r.loss {
+			r.drops += lossDrops(r.ns)
+		}
 		setLoss(t, r.ns, r.ifc, c.Loss)
 		r.loss = c.Loss
 	}
@@ -610,6 +614,9 @@ func runBinary(t *testing.T, ns *netns.NS, st *binState, c repeatCase) *repeatRe
 		st.kernelCsum = c.KernelCsum
 	}
 	if st.loss != c.Loss {
+		if st.loss {
+			st.drops += lossDrops(ns)
+		}
 		setLoss(t, ns, repeatBinTUN, c.Loss)
 		st.loss = c.Loss
 	}
@@ -709,10 +716,19 @@ func runBinary(t *testing.T, ns *netns.NS, st *binState, c repeatCase) *repeatRe
 	code := cmd.ProcessState.ExitCode()
 	checkDelivery(res, c, rep, c.EngineSend, recvN.n, hex.EncodeToString(sentSum[:]), hex.EncodeToString(recvHash.Sum(nil)))
 	delivered := rep.Recv == c.EngineSend && rep.RecvSHA256 == hex.EncodeToString(sentSum[:])
+	// mptund's exit status covers both directions: 0 also needs
+	// everything the kernel sent on stdout (check (a) judges that part).
+	received := recvN.n == c.KernelSend && hex.EncodeToString(recvHash.Sum(nil)) == rep.SentSHA256
 	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
 	switch {
-	case delivered && code != 0:
-		res.fail(failClose, "mptund exited %d, but the kernel received all %d bytes: %s", code, c.EngineSend, tail(lines, 3))
+	case delivered && received && code != 0:
+		res.fail(failClose, "mptund exited %d, but the kernel received all %d bytes and mptund all %d: %s", code, c.EngineSend, c.KernelSend, tail(lines, 3))
+	case delivered && !received:
+		// A failed run, whatever the exit status says of it; the
+		// undelivered-bytes message is not expected.
+		if code == 0 {
+			res.fail(failClose, "mptund exited 0, but wrote %d of the kernel's %d bytes to stdout", recvN.n, c.KernelSend)
+		}
 	case !delivered && code == 0:
 		res.fail(failClose, "mptund exited 0, but the kernel received %d of %d bytes", rep.Recv, c.EngineSend)
 	case !delivered:
@@ -738,15 +754,30 @@ func runBinary(t *testing.T, ns *netns.NS, st *binState, c repeatCase) *repeatRe
 }
 
 // binState is what the binary's namespace is configured with.
-type binState struct{ kernelCsum, loss bool }
+type binState struct {
+	kernelCsum, loss bool
+	drops            uint64
+}
 
 func mustPort(s string) uint16 {
 	p, _ := strconv.ParseUint(s, 10, 16)
 	return uint16(p)
 }
 
+// tail returns the last n lines, each cut to 300 bytes, without the
+// --stats report.
 func tail(lines []string, n int) string {
-	return strings.Join(lines[max(0, len(lines)-n):], " | ")
+	var out []string
+	for _, l := range lines {
+		if strings.HasPrefix(l, "{") {
+			continue
+		}
+		if len(l) > 300 {
+			l = l[:300] + "..."
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out[max(0, len(out)-n):], " | ")
 }
 
 // namesUndelivered reports whether a stderr line mentions undelivered
@@ -872,10 +903,27 @@ func TestRepeatMPTCP(t *testing.T) {
 			detailed++
 		}
 	}
+	// The loss must have been real: 2% of the packets of the lossy cases.
+	var drops uint64
+	lossy := 0
 	for _, r := range rigs {
 		if r.loss {
-			t.Logf("loss rules of one rig dropped %d packets", lossDrops(r.ns))
+			r.drops += lossDrops(r.ns)
 		}
+		drops += r.drops
+	}
+	if bin.loss {
+		bin.drops += lossDrops(binNS)
+	}
+	drops += bin.drops
+	for _, res := range results {
+		if res.c.Loss {
+			lossy++
+		}
+	}
+	t.Logf("loss rules dropped %d packets over %d lossy cases", drops, lossy)
+	if lossy >= 20 && drops == 0 {
+		t.Errorf("%d lossy cases and the loss rules dropped nothing: the impairment did not happen", lossy)
 	}
 	logRepeatSummary(t, results, skipped, time.Since(start))
 }
