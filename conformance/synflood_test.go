@@ -15,6 +15,7 @@ package conformance
 import (
 	"context"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -77,6 +78,26 @@ type floodProbe struct {
 	elapsed  time.Duration
 }
 
+// pingPong sends a few bytes each way between a and b and reads them.
+func pingPong(a, b net.Conn) error {
+	deadline := time.Now().Add(10 * time.Second)
+	a.SetDeadline(deadline)
+	b.SetDeadline(deadline)
+	defer a.SetDeadline(time.Time{})
+	defer b.SetDeadline(time.Time{})
+	for _, d := range []struct{ w, r net.Conn }{{a, b}, {b, a}} {
+		msg := []byte("ping")
+		if _, err := d.w.Write(msg); err != nil {
+			return fmt.Errorf("ping write: %w", err)
+		}
+		got := make([]byte, len(msg))
+		if _, err := io.ReadFull(d.r, got); err != nil || string(got) != string(msg) {
+			return fmt.Errorf("ping read %q: %v", got, err)
+		}
+	}
+	return nil
+}
+
 func TestEngineMPTCPSynFlood(t *testing.T) {
 	r := newMPTCPRig(t, mptcpRigConfig{})
 	// Room for the whole flood in the TUN's queue, so that it reaches the
@@ -132,10 +153,19 @@ func TestEngineMPTCPSynFlood(t *testing.T) {
 				kc.Close()
 				p.err = fmt.Errorf("engine accept failed")
 			} else {
+				// A short exchange each way first: the kernel decides
+				// on its fallback when it sees the engine's first
+				// segments (MPCapableDataFallback), after connect.
+				p.err = pingPong(kc, ec)
 				p.kernel, _ = kernelMPTCPState(kc)
 				ci := ec.ConnInfo()
 				p.mptcp, p.fallback = ci.MPTCP, ci.Fallback
-				_, p.err = verifiedTransfer(kc, ec, 1<<20, 30*time.Second)
+				if p.err == nil {
+					_, p.err = verifiedTransfer(kc, ec, 1<<20, 30*time.Second)
+				} else {
+					kc.Close()
+					ec.Close()
+				}
 			}
 		}
 		p.elapsed = time.Since(t0)
