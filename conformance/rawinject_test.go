@@ -180,6 +180,9 @@ func tcpTimestamp(opts []byte) (val, ecr uint32, ok bool) {
 type packetSock struct {
 	fd      int
 	ifindex int
+	// dstMAC, for an Ethernet interface (veth), is the link address
+	// packets are sent to; nil for a TUN.
+	dstMAC net.HardwareAddr
 
 	mu      sync.Mutex
 	onSeg   func(parsedSeg) // called for every sniffed TCP segment
@@ -286,7 +289,12 @@ func (ps *packetSock) send(pkt []byte) error {
 		proto = unix.ETH_P_IPV6
 	}
 	for {
-		err := unix.Sendto(ps.fd, pkt, 0, &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ps.ifindex})
+		sa := &unix.SockaddrLinklayer{Protocol: htons(proto), Ifindex: ps.ifindex}
+		if len(ps.dstMAC) == 6 {
+			sa.Halen = 6
+			copy(sa.Addr[:], ps.dstMAC)
+		}
+		err := unix.Sendto(ps.fd, pkt, 0, sa)
 		if errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.EAGAIN) {
 			time.Sleep(50 * time.Microsecond)
 			continue
