@@ -923,12 +923,10 @@ func interestingCounters(all map[string]uint64) map[string]uint64 {
 // dropJoinReplies makes ns drop segments to the forged joins' ports.
 func dropJoinReplies(t *testing.T, ns *netns.NS) {
 	t.Helper()
-	cmd := ns.Command(context.Background(), "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(fmt.Sprintf(`table inet mpth_join {
+	if err := ns.Nft(fmt.Sprintf(`table inet mpth_join {
 	chain in { type filter hook input priority 0; tcp dport %d-%d drop; }
-}`, joinPortLo, joinPortHi))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
+}`, joinPortLo, joinPortHi)); err != nil {
+		t.Fatal(err)
 	}
 }
 

@@ -274,10 +274,8 @@ func setLoss(t *testing.T, ns *netns.NS, ifc string, on bool) {
 	chain in { type filter hook input priority 0; iifname %q meta l4proto tcp numgen random mod 100 < 2 counter drop; }
 	chain out { type filter hook output priority 0; oifname %q meta l4proto tcp numgen random mod 100 < 2 counter drop; }
 }`, lossTable, ifc, ifc)
-	cmd := ns.Command(context.Background(), "nft", "-f", "-")
-	cmd.Stdin = strings.NewReader(rules)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("nft: %v: %s", err, out)
+	if err := ns.Nft(rules); err != nil {
+		t.Fatal(err)
 	}
 }
 

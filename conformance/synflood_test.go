@@ -102,7 +102,7 @@ func TestEngineMPTCPSynFlood(t *testing.T) {
 	r := newMPTCPRig(t, mptcpRigConfig{})
 	// Room for the whole flood in the TUN's queue, so that it reaches the
 	// engine rather than the device's drop counter.
-	r.ns.MustRun("ip", "link", "set", r.ifc, "txqueuelen", "25000")
+	r.ns.SetTxQueueLen(r.ifc, 25000)
 	ln, err := r.eng.Listen("tcp", netip.AddrPortFrom(engEngine4, 0).String())
 	if err != nil {
 		t.Fatal(err)
