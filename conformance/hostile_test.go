@@ -60,6 +60,8 @@ const (
 	hostileRate   = 16e6     // bytes/s of each writer
 	hostileWarmup = 300 * time.Millisecond
 	hostileSpread = 800 * time.Millisecond // forged segments are spread over this
+	// hostileDeadline bounds each class's transfer.
+	hostileDeadline = 20 * time.Second
 )
 
 // joinPorts are the source ports of forged MP_JOIN SYNs; the peer's
@@ -432,11 +434,16 @@ var hostileClasses = []hostileClassDef{
 			f.ack(dss(u64(s.peerDataAk), true, u64(s.peerDSN+1<<31), false, rel, 1400, false, uint16(f.rng.Uint32())))
 		})
 	}},
-	{"datafin-far", "DATA_FIN (4- and 8-byte DSN) far outside the data-level window: ignored (RFC 8684 §3.3.3)", func(f *forger, _ uint16) {
+	{"datafin-far-8", "DATA_FIN (8-byte DSN) 2^40 ahead of and behind the data-level window: ignored (RFC 8684 §3.3.3)", func(f *forger, _ uint16) {
 		spread(20, func(int) {
 			s := f.st.snapshot()
 			f.ack(dss(u64(s.peerDataAk), true, u64(s.peerDSN+1<<40), true, 0, 1, true, uint16(f.rng.Uint32())))
 			f.ack(dss(u64(s.peerDataAk), true, u64(s.peerDSN-1<<40), true, 0, 1, true, uint16(f.rng.Uint32())))
+		})
+	}},
+	{"datafin-far-4", "DATA_FIN (4-byte DSN) 2^31 away from the data-level window: ignored", func(f *forger, _ uint16) {
+		spread(20, func(int) {
+			s := f.st.snapshot()
 			f.ack(dss(u64(s.peerDataAk), true, u64(s.peerDSN+1<<31), false, 0, 1, true, uint16(f.rng.Uint32())))
 		})
 	}},
@@ -700,7 +707,8 @@ func runHostileClass(t *testing.T, tg *hostileTarget, cl hostileClassDef, seed u
 		err      error
 		wroteSum [32]byte
 	}
-	deadline := time.Now().Add(90 * time.Second)
+	// A paced transfer takes about 2 s; one that stalls is cut short.
+	deadline := time.Now().Add(hostileDeadline)
 	pc.SetDeadline(deadline)
 	tc.SetDeadline(deadline)
 	var wg sync.WaitGroup
