@@ -61,7 +61,7 @@ const (
 	hostileWarmup = 300 * time.Millisecond
 	hostileSpread = 800 * time.Millisecond // forged segments are spread over this
 	// hostileDeadline bounds each class's transfer.
-	hostileDeadline = 20 * time.Second
+	hostileDeadline = 12 * time.Second
 )
 
 // joinPorts are the source ports of forged MP_JOIN SYNs; the peer's
@@ -707,7 +707,7 @@ func runHostileClass(t *testing.T, tg *hostileTarget, cl hostileClassDef, seed u
 		err      error
 		wroteSum [32]byte
 	}
-	// A paced transfer takes about 2 s; one that stalls is cut short.
+	// A paced transfer takes about 2.5 s; one that stalls is cut short.
 	deadline := time.Now().Add(hostileDeadline)
 	pc.SetDeadline(deadline)
 	tc.SetDeadline(deadline)
