@@ -24,4 +24,14 @@
 //	go test ./conformance -run TestKernelScenarios -update
 //
 // (or MPTUND_UPDATE_FIXTURES=1), as root on a kernel with MPTCP.
+//
+// Beyond single scenarios, some tests look for what goes wrong rarely or
+// under attack: TestRepeatMPTCP (hundreds of short and medium transfers
+// drawn from a seed, with kpeer's application-like mode "app" as the
+// kernel side; long mode with -conformance.repeat=N), TestHostileLive
+// (forged segments of many classes on a live transfer, each class first
+// validated against a Linux target), TestEngineMPTCPSynFlood (genuine
+// MPTCP clients during and after a spoofed MP_CAPABLE SYN flood) and
+// TestEngineMPTCPLostSynAck (what a lost SYN/ACK may legitimately make the
+// kernel count).
 package conformance

@@ -73,6 +73,9 @@ type mptcpRig struct {
 	*engineTUN
 	cfg mptcpRigConfig
 	imp *impair.Endpoint // nil unless cfg.Impair
+	// syns counts the SYN-bearing segments that reach the kernel, below
+	// the impairer; nil unless cfg.Impair (see checkSYNChallenges).
+	syns *synTap
 }
 
 // newMPTCPRig builds the topology of newEngineTUN (kernel engKernel4/6 on
@@ -95,7 +98,8 @@ func newMPTCPRig(t *testing.T, cfg mptcpRigConfig) *mptcpRig {
 		}
 		ecfg.tunOpts = []tun.Option{tun.WithGRO(false)}
 		ecfg.wrap = func(ep *tun.Endpoint) gstack.LinkEndpoint {
-			r.imp = impair.New(ep, egress, ingress, cfg.Impair.Seed)
+			r.syns = newSynTap(ep)
+			r.imp = impair.New(r.syns, egress, ingress, cfg.Impair.Seed)
 			return r.imp
 		}
 	}

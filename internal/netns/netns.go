@@ -349,3 +349,17 @@ func (n *NS) Do(fn func() error) error {
 	}()
 	return <-errc
 }
+
+// Nft loads an nftables ruleset (nft -f syntax, e.g. a whole "table inet
+// NAME { ... }") into the namespace. Tables it creates go away with the
+// namespace.
+func (n *NS) Nft(rules string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := n.Command(ctx, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(rules)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: nft -f: %w: %s", n.Name, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}

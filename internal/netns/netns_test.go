@@ -65,3 +65,24 @@ func TestTopology(t *testing.T) {
 		t.Fatal("listener inside the namespace was reachable from the root namespace")
 	}
 }
+
+func TestNftAndTxQueueLen(t *testing.T) {
+	Require(t)
+	RequireTools(t, "nft")
+	a := New(t, "mptn")
+	b := New(t, "mptn")
+	Veth(t, a, "na", "10.202.0.1/24", b, "nb", "10.202.0.2/24")
+	if err := a.Nft("table inet t {\n\tchain c { type filter hook input priority 0; counter; }\n}"); err != nil {
+		t.Fatal(err)
+	}
+	if out := a.MustRun("nft", "list", "table", "inet", "t"); !strings.Contains(out, "counter packets") {
+		t.Errorf("table not loaded: %s", out)
+	}
+	if err := a.Nft("not a ruleset"); err == nil || !strings.Contains(err.Error(), a.Name) {
+		t.Errorf("bad ruleset: %v, want an error naming the namespace", err)
+	}
+	a.SetTxQueueLen("na", 12345)
+	if out := a.MustRun("cat", "/sys/class/net/na/tx_queue_len"); strings.TrimSpace(out) != "12345" {
+		t.Errorf("tx_queue_len %q, want 12345", out)
+	}
+}

@@ -62,3 +62,10 @@ func (n *NS) LinkCounters(ifc string) (rxPackets, rxBytes, txPackets, txBytes ui
 	}
 	return v[0], v[1], v[2], v[3], nil
 }
+
+// SetTxQueueLen sets the length of ifc's transmit queue (for a TUN: how
+// many packets the kernel holds for the userspace reader before dropping).
+func (n *NS) SetTxQueueLen(ifc string, qlen int) {
+	n.t.Helper()
+	n.MustRun("ip", "link", "set", ifc, "txqueuelen", strconv.Itoa(qlen))
+}

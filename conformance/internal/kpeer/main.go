@@ -8,6 +8,7 @@
 //
 //	kpeer server -listen ADDR:PORT [-send N] [-expect N] [-linger0]
 //	kpeer client -connect ADDR:PORT [-send N] [-pause] [-hold D] [-linger0] [-unread]
+//	kpeer app (-listen ADDR:PORT | -connect ADDR:PORT) [...]   (see app.go)
 //
 // Every line is a JSON object with an "event" field:
 //
@@ -78,13 +79,15 @@ func fail(format string, args ...any) {
 
 func main() {
 	if len(os.Args) < 2 {
-		fail("usage: kpeer server|client [flags]")
+		fail("usage: kpeer server|client|app [flags]")
 	}
 	switch os.Args[1] {
 	case "server":
 		server(os.Args[2:])
 	case "client":
 		client(os.Args[2:])
+	case "app":
+		app(os.Args[2:])
 	default:
 		fail("unknown mode %q", os.Args[1])
 	}
