@@ -24,6 +24,7 @@ import (
 
 	"github.com/mptund/mptund/internal/capture"
 	"github.com/mptund/mptund/stack"
+	"github.com/mptund/mptund/stack/mptcp"
 	"github.com/mptund/mptund/stack/tcp"
 	"github.com/mptund/mptund/tun"
 )
@@ -79,11 +80,26 @@ Connections speak MPTCP (RFC 8684) by default and fall back to plain TCP
 when the peer or the path does not; --no-mptcp speaks plain TCP from the
 start, --checksum asks for DSS checksums.
 
+Multipath: --path NAME,addr=CIDR[,peer=CIDR] adds one more TUN (one per
+path; repeatable), and --endpoint tells the path manager what to do with a
+local address, as 'ip mptcp endpoint add' does: "signal" announces it to
+the peer (ADD_ADDR; with port=N on that port), "subflow" opens a subflow
+from it to the peer's initial address, "backup" makes its subflows
+backups, "fullmesh" (with subflow) joins every address the peer
+announced. --subflows (default 2) and --add-addr-accepted (default 0)
+are the per-connection limits ('ip mptcp limits'), --scheduler picks the
+packet scheduler. Example, a client with two paths:
+
+    mptund connect --peer-addr 10.77.0.1/24 \
+        --path mpt1,addr=10.78.0.2/24,peer=10.78.0.1/24 \
+        --endpoint 10.78.0.2,subflow 10.77.0.1:5001
+
 --stats prints one JSON object on stderr at exit: addresses, duration,
 bytes each way, for each connection its TCP state and counters (tcp.Info)
 and its MPTCP view (mptcp: in use or the fallback reason, tokens, checksums,
-data-level counters, subflows), and the engine's, TUN's and capture's
-counters.
+data-level counters, every subflow with its addresses, IDs, priority and
+TCP counters), and the engine's (MPTCP counters named like the kernel's
+MPTcpExt), each TUN's and the capture's counters.
 `
 
 // prefixList is a repeatable flag of CIDR prefixes (an address with its
@@ -126,6 +142,13 @@ type netcatFlags struct {
 	verbose   bool
 	noMPTCP   bool
 	checksum  bool
+	// Multipath: extra TUNs, path-manager endpoints and limits, the
+	// scheduler.
+	paths           pathList
+	endpoints       endpointList
+	subflows        int
+	addAddrAccepted int
+	scheduler       string
 }
 
 func (f *netcatFlags) register(fs *flag.FlagSet) {
@@ -138,6 +161,11 @@ func (f *netcatFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.verbose, "v", false, "report progress on stderr (listening, connected)")
 	fs.BoolVar(&f.noMPTCP, "no-mptcp", false, "speak plain TCP: send no MP_CAPABLE and answer MP_CAPABLE SYNs as plain TCP")
 	fs.BoolVar(&f.checksum, "checksum", false, "request DSS checksums (MP_CAPABLE flag A); used if either side asks")
+	fs.Var(&f.paths, "path", "one more TUN device for another path: `NAME,addr=CIDR[,peer=CIDR]...`; repeatable")
+	fs.Var(&f.endpoints, "endpoint", "a path-manager endpoint: `ADDR[,signal][,subflow][,backup][,fullmesh][,port=N][,id=N]`; repeatable")
+	fs.IntVar(&f.subflows, "subflows", mptcp.DefaultSubflowsLimit, "limit: subflows per connection beyond the first (0..8)")
+	fs.IntVar(&f.addAddrAccepted, "add-addr-accepted", mptcp.DefaultAddAddrAcceptedLimit, "limit: ADD_ADDRs a connection acts on (0..8)")
+	fs.StringVar(&f.scheduler, "scheduler", mptcp.DefaultScheduler, "packet scheduler: "+strings.Join(mptcp.Schedulers(), ", "))
 }
 
 // validate checks the flags and fills in defaults.
@@ -145,14 +173,34 @@ func (f *netcatFlags) validate() error {
 	if len(f.addrs) == 0 {
 		f.addrs = prefixList{netip.MustParsePrefix(defaultAddr)}
 	}
-	if f.tun == "" || len(f.tun) >= 16 || strings.ContainsAny(f.tun, "/: \t\n") || f.tun == "." || f.tun == ".." {
+	if !validIfName(f.tun) {
 		return fmt.Errorf("--tun %q: not a valid interface name", f.tun)
+	}
+	seen := map[string]bool{f.tun: true}
+	for _, p := range f.paths {
+		if seen[p.tun] {
+			return fmt.Errorf("--path %s: TUN name used twice", p.tun)
+		}
+		seen[p.tun] = true
+	}
+	if f.subflows < 0 || f.subflows > mptcp.MaxLimit || f.addAddrAccepted < 0 || f.addAddrAccepted > mptcp.MaxLimit {
+		return fmt.Errorf("--subflows and --add-addr-accepted must be within 0..%d", mptcp.MaxLimit)
+	}
+	if _, err := mptcp.NewScheduler(f.scheduler); err != nil {
+		return fmt.Errorf("--scheduler: %v", err)
+	}
+	if f.noMPTCP && (len(f.endpoints) > 0 || len(f.paths) > 0) {
+		return fmt.Errorf("--endpoint and --path need MPTCP: drop --no-mptcp")
 	}
 	if f.mtu < 576 || f.mtu > 65535 {
 		return fmt.Errorf("--mtu %d out of range [576, 65535]", f.mtu)
 	}
 	var has6 bool
-	for _, p := range append(f.addrs[:len(f.addrs):len(f.addrs)], f.peerAddrs...) {
+	all := append(f.addrs[:len(f.addrs):len(f.addrs)], f.peerAddrs...)
+	for _, p := range f.paths {
+		all = append(append(all, p.addrs...), p.peers...)
+	}
+	for _, p := range all {
 		has6 = has6 || p.Addr().Is6()
 	}
 	if has6 && f.mtu < 1280 {
@@ -170,13 +218,20 @@ func (f *netcatFlags) validate() error {
 
 // engineOptions returns the engine configuration the flags select.
 func (f *netcatFlags) engineOptions() stack.Options {
-	return stack.Options{MPTCP: stack.MPTCPConfig{Disabled: f.noMPTCP, Checksums: f.checksum}}
+	return stack.Options{MPTCP: stack.MPTCPConfig{
+		Disabled:  f.noMPTCP,
+		Checksums: f.checksum,
+		Endpoints: f.endpoints,
+		Limits:    &mptcp.Limits{Subflows: f.subflows, AddAddrAccepted: f.addAddrAccepted},
+		Scheduler: f.scheduler,
+	}}
 }
 
-// link is the TUN device and the engine of one run.
+// link is the TUN devices and the engine of one run.
 type link struct {
 	eng  *stack.Engine
-	ep   *tun.Endpoint
+	ep   *tun.Endpoint   // the first TUN (--tun)
+	eps  []*tun.Endpoint // every TUN, the first one first
 	pcap *capture.Writer // nil without --pcap
 }
 
@@ -199,28 +254,45 @@ func (l *link) open(f *netcatFlags) error {
 			return err
 		}
 	}
-	dev, err := wgtun.CreateTUN(f.tun, f.mtu)
-	if err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			return fmt.Errorf("creating TUN %q: %w (needs root or CAP_NET_ADMIN)", f.tun, err)
-		}
-		return fmt.Errorf("creating TUN %q: %w", f.tun, err)
-	}
-	if l.pcap != nil {
-		dev = capture.NewDevice(dev, l.pcap, 0)
-	}
-	if l.ep, err = tun.New(dev, f.mtu); err != nil {
-		dev.Close()
-		return err
-	}
 	if l.eng, err = stack.NewEngine(f.engineOptions()); err != nil {
 		return err
 	}
-	if _, err = l.eng.AddNIC(l.ep, f.addrs...); err != nil {
-		return err
-	}
-	if len(f.peerAddrs) > 0 {
-		return configurePeer(f.tun, f.peerAddrs)
+	paths := append(pathList{{tun: f.tun, addrs: f.addrs, peers: f.peerAddrs}}, f.paths...)
+	for i, p := range paths {
+		dev, err := wgtun.CreateTUN(p.tun, f.mtu)
+		if err != nil {
+			if errors.Is(err, os.ErrPermission) {
+				return fmt.Errorf("creating TUN %q: %w (needs root or CAP_NET_ADMIN)", p.tun, err)
+			}
+			return fmt.Errorf("creating TUN %q: %w", p.tun, err)
+		}
+		if l.pcap != nil {
+			ifc := 0
+			if i > 0 {
+				if ifc, err = l.pcap.AddInterface(p.tun); err != nil {
+					dev.Close()
+					return err
+				}
+			}
+			dev = capture.NewDevice(dev, l.pcap, ifc)
+		}
+		ep, err := tun.New(dev, f.mtu)
+		if err != nil {
+			dev.Close()
+			return err
+		}
+		l.eps = append(l.eps, ep)
+		if i == 0 {
+			l.ep = ep
+		}
+		if _, err = l.eng.AddNIC(ep, p.addrs...); err != nil {
+			return err
+		}
+		if len(p.peers) > 0 {
+			if err := configurePeer(p.tun, p.peers); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -257,10 +329,10 @@ func (l *link) close() error {
 	if l.eng != nil {
 		l.eng.Close()
 	}
-	if l.ep != nil {
-		l.ep.Close() // in case the engine never owned it
+	for _, ep := range l.eps {
+		ep.Close() // in case the engine never owned it
 		done := make(chan struct{})
-		go func() { l.ep.Wait(); close(done) }()
+		go func() { ep.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(tunWaitTimeout):
@@ -555,8 +627,21 @@ func runNetcat(ctx context.Context, name string, f *netcatFlags, target string, 
 		s.pump = newStdinPump(stdin)
 		err = body(ctx, l, s)
 		report.Engine = l.eng.Stats()
+		if !f.noMPTCP {
+			report.MPTCP = nonZero(l.eng.MPTCPStats())
+		}
 		cerr := l.close()
 		report.Link = l.ep.Stats()
+		if len(l.eps) > 1 {
+			report.Paths = map[string]tun.Stats{}
+			for i, ep := range l.eps {
+				name := f.tun
+				if i > 0 {
+					name = f.paths[i-1].tun
+				}
+				report.Paths[name] = ep.Stats()
+			}
+		}
 		if l.pcap != nil {
 			cs := l.pcap.Stats()
 			report.Capture = &cs
@@ -585,6 +670,17 @@ func runNetcat(ctx context.Context, name string, f *netcatFlags, target string, 
 		return exitFailed
 	}
 	return exitOK
+}
+
+// nonZero returns the counters of m that are not zero.
+func nonZero(m map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for k, v := range m {
+		if v != 0 {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // withSignals runs fn with a context cancelled by the first SIGINT or

@@ -58,6 +58,7 @@ func TestNetcatNS(t *testing.T) {
 	t.Run("listen-mptcp", func(t *testing.T) { testListen(t, bin, true) })
 	t.Run("listen-mptcp-checksum", func(t *testing.T) { testListen(t, bin, true, "--checksum") })
 	t.Run("listen-no-mptcp", func(t *testing.T) { testListen(t, bin, true, "--no-mptcp") })
+	t.Run("listen-multipath", func(t *testing.T) { testListenMultipath(t, bin) })
 	t.Run("connect", func(t *testing.T) { testConnect(t, bin, false) })
 	t.Run("connect-slow-readers", func(t *testing.T) { testConnect(t, bin, true) })
 	t.Run("keep", func(t *testing.T) { testKeep(t, bin) })
@@ -401,6 +402,83 @@ func testListen(t *testing.T, bin string, kernelMPTCP bool, extra ...string) {
 	}
 	if !want && !noMPTCP && mi.Fallback == "" {
 		t.Errorf("plain-TCP client but no fallback reason in --stats")
+	}
+}
+
+// testListenMultipath: "mptund listen" on two TUNs announces its second
+// address (--endpoint ...,signal); a kernel MPTCP client that accepts one
+// ADD_ADDR joins it, and both subflows carry the transfer. Checked from
+// both sides: the kernel's MPTcpExt counters and --stats.
+func testListenMultipath(t *testing.T, bin string) {
+	netns.RequireMPTCP(t)
+	ns := netns.New(t, nsPrefix)
+	ns.MPTCPLimits(2, 1)
+	before, err := ns.MPTCPCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stdout bytes.Buffer
+	p := startMptund(t, ns, bin, &stdout, "listen", "-v", "--tun", nsTUN, "--addr", enginePfx, "--peer-addr", kernelPfx,
+		"--path", "mptc1,addr=10.78.0.2/24,peer=10.78.0.1/24", "--endpoint", "10.78.0.2,signal", "--stats", "5001")
+	req, reply := randomBytes(16<<20), randomBytes(16<<20)
+	go func() {
+		p.stdin.Write(reply)
+		p.stdin.Close()
+	}()
+	p.waitLine(t, "listening on", 20*time.Second)
+	var c *net.TCPConn
+	kernelDo(t, ns, func() error {
+		d := net.Dialer{Timeout: 10 * time.Second}
+		d.SetMultipathTCP(true)
+		nc, err := d.Dial("tcp", engineAddr+":5001")
+		if err == nil {
+			c = nc.(*net.TCPConn)
+		}
+		return err
+	})
+	defer c.Close()
+	got, err := exchange(c, req, time.Minute)
+	if err != nil {
+		t.Fatalf("kernel client: %v", err)
+	}
+	if sum(got) != sum(reply) {
+		t.Errorf("kernel client read %d bytes, not the %d fed to stdin", len(got), len(reply))
+	}
+	if code := p.wait(t, 30*time.Second); code != exitOK {
+		t.Fatalf("exit %d; stderr:\n%s", code, strings.Join(p.stderrLines(), "\n"))
+	}
+	if sum(stdout.Bytes()) != sum(req) {
+		t.Errorf("stdout has %d bytes, not the %d the client sent", stdout.Len(), len(req))
+	}
+	after, err := ns.MPTCPCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]uint64{"MPTcpExtAddAddr": 1, "MPTcpExtMPJoinSynAckRx": 1} {
+		if d := after[name] - before[name]; d != want {
+			t.Errorf("kernel %s moved by %d, want %d", name, d, want)
+		}
+	}
+	for _, name := range []string{"MPTcpExtMPJoinSynAckHMacFailure", "MPTcpExtDSSNotMatching", "MPTcpExtDataCsumErr", "MPTcpExtAddAddrDrop", "MPTcpExtMPRstRx"} {
+		if d := after[name] - before[name]; d != 0 {
+			t.Errorf("kernel error counter %s moved by %d", name, d)
+		}
+	}
+	r := p.report(t)
+	if len(r.Connections) != 1 || r.Connections[0].MPTCP == nil {
+		t.Fatalf("report has no MPTCP view: %+v", r.Connections)
+	}
+	subs := r.Connections[0].MPTCP.Subflows
+	if len(subs) != 2 {
+		t.Fatalf("--stats lists %d subflows, want 2: %+v", len(subs), subs)
+	}
+	for _, s := range subs {
+		if s.BytesSent < 1<<20 {
+			t.Errorf("subflow %v -> %v sent %d bytes of 16 MiB", s.Local, s.Remote, s.BytesSent)
+		}
+	}
+	if r.MPTCP["AddAddrTx"] == 0 || r.MPTCP["EchoAdd"] != 1 || r.MPTCP["MPJoinAckRx"] != 1 {
+		t.Errorf("engine counters: %v", r.MPTCP)
 	}
 }
 

@@ -32,9 +32,14 @@ type Report struct {
 	BytesReceived uint64       `json:"bytes_received"`
 	Connections   []ConnReport `json:"connections"`
 	Engine        stack.Stats  `json:"engine"`
-	// Link counts the TUN endpoint's packets ("RX": device to engine).
-	Link    tun.Stats      `json:"link"`
-	Capture *capture.Stats `json:"capture,omitempty"`
+	// MPTCP is the engine's MPTCP counters, named like the kernel's
+	// MPTcpExt counters.
+	MPTCP map[string]uint64 `json:"mptcp,omitempty"`
+	// Link counts the first TUN's packets ("RX": device to engine);
+	// Paths every TUN's, by name, when there are several.
+	Link    tun.Stats            `json:"link"`
+	Paths   map[string]tun.Stats `json:"paths,omitempty"`
+	Capture *capture.Stats       `json:"capture,omitempty"`
 	// Error is how the run failed, empty after a clean end.
 	Error string `json:"error,omitempty"`
 }
