@@ -137,6 +137,12 @@ func NewEngine(opts Options) (*Engine, error) {
 	if opts.QueueLen == 0 {
 		opts.QueueLen = DefaultQueueLen
 	}
+	if !opts.MPTCP.Disabled && opts.TCP.MaxReceiveBuffer < mptcp.DefaultMaxReceiveBuffer {
+		// Subflows advertise the connection-level window, which auto-tunes
+		// up to mptcp.DefaultMaxReceiveBuffer: their window scale must
+		// reach it (RFC 7323 §2.3).
+		opts.TCP.MaxReceiveBuffer = mptcp.DefaultMaxReceiveBuffer
+	}
 	e := &Engine{tokens: mptcp.NewTokens(), clock: opts.Clock, opts: opts, nextNIC: 1, nics: make(map[tcpip.NICID]stack.LinkEndpoint),
 		joinPorts: make(map[netip.AddrPort]*joinPortEndpoint)}
 	pm, err := mptcp.NewPathManager(mptcp.PMConfig{Endpoints: opts.MPTCP.Endpoints, Limits: opts.MPTCP.Limits,

@@ -58,7 +58,8 @@ func waitSubflows(t testing.TB, c *Conn, n int) {
 // subflows both ways.
 func TestMultipathAddAddr(t *testing.T) {
 	limits := &mptcp.Limits{Subflows: 2, AddAddrAccepted: 1}
-	a, b := newTwoPathPair(t, Options{MPTCP: MPTCPConfig{Limits: limits}},
+	log := NewEventLog(64)
+	a, b := newTwoPathPair(t, Options{MPTCP: MPTCPConfig{Limits: limits, Tracer: log.Tracer()}},
 		Options{MPTCP: MPTCPConfig{Limits: limits, Endpoints: []mptcp.Endpoint{{Addr: addrB4b.Addr(), Flags: mptcp.FlagSignal}}}})
 	d, c := connectPair(t, a, b, addrB4.Addr())
 	// The client is fully established once the server's first DSS
@@ -81,6 +82,20 @@ func TestMultipathAddAddr(t *testing.T) {
 			if s.BytesSent < 200<<10 {
 				t.Errorf("subflow %v->%v sent %d bytes of 8 MiB", s.Local, s.Remote, s.BytesSent)
 			}
+		}
+	}
+	// The client's event stream told the story.
+	seen := map[EventKind]int{}
+	for len(log.Events()) > 0 {
+		ev := <-log.Events()
+		seen[ev.Kind]++
+		if ev.Kind == EventAddressAnnounced && (ev.Local || ev.Address.Addr != addrB4b.Addr()) {
+			t.Errorf("announcement event %+v", ev)
+		}
+	}
+	for _, k := range []EventKind{EventConnEstablished, EventAddressAnnounced, EventSubflowAdded, EventSubflowEstablished} {
+		if seen[k] != 1 {
+			t.Errorf("%d %q events, want 1 (all: %v)", seen[k], k, seen)
 		}
 	}
 	for _, k := range []struct {

@@ -19,7 +19,10 @@ import (
 // Defaults for Config fields left zero.
 const (
 	DefaultSendBuffer    = 4 << 20
-	DefaultReceiveBuffer = 6 << 20
+	DefaultReceiveBuffer = 2 << 20
+	// DefaultMaxReceiveBuffer caps the auto-tuned connection-level
+	// receive buffer (autotune.go).
+	DefaultMaxReceiveBuffer = 16 << 20
 	// DefaultDataAckTimeout bounds how long the peer may leave data that
 	// its subflows acknowledged unacknowledged at the data level before
 	// the connection is reset with MP_TCPRST "too much outstanding data"
@@ -61,9 +64,12 @@ type Config struct {
 	Checksums bool
 	// SendBuffer bounds the data kept until data-level acknowledgement.
 	SendBuffer int
-	// ReceiveBuffer is the connection-level receive buffer, whose free
-	// space is the window advertised on every subflow (§3.3.4).
-	ReceiveBuffer int
+	// ReceiveBuffer is the initial connection-level receive buffer, whose
+	// free space is the window advertised on every subflow (§3.3.4); it
+	// grows with what the paths deliver per round trip of the slowest
+	// (autotune.go) up to MaxReceiveBuffer.
+	ReceiveBuffer    int
+	MaxReceiveBuffer int
 	// DataAckTimeout: see DefaultDataAckTimeout. Negative disables.
 	DataAckTimeout time.Duration
 	// Notify receives the connection's readiness events (tcp.EventReadable,
@@ -172,8 +178,11 @@ type Conn struct {
 	// level (for DataAckTimeout); zero when it is not behind.
 	ackStall tcpip.MonotonicTime
 
-	// Receive side; rx is nil until the peer's key is known.
+	// Receive side; rx is nil until the peer's key is known. rcvLimit is
+	// its current size (auto-tuned).
 	rx         *dsnmap.Reassembler
+	rcvLimit   int
+	tune       rcvTune
 	lastAdvWnd int // window advertised by the last ACK, for window updates
 	// rcvFIN is the DSN of the peer's DATA_FIN once announced (rcvFINSet);
 	// it takes effect when the in-order stream reaches it (see noteFIN).
@@ -258,6 +267,11 @@ func (c *Conn) init(client bool) error {
 	if cfg.ReceiveBuffer <= 0 {
 		cfg.ReceiveBuffer = DefaultReceiveBuffer
 	}
+	if cfg.MaxReceiveBuffer <= 0 {
+		cfg.MaxReceiveBuffer = DefaultMaxReceiveBuffer
+	}
+	cfg.MaxReceiveBuffer = max(cfg.MaxReceiveBuffer, cfg.ReceiveBuffer)
+	c.rcvLimit = cfg.ReceiveBuffer
 	if cfg.DataAckTimeout == 0 {
 		cfg.DataAckTimeout = DefaultDataAckTimeout
 	}
@@ -384,6 +398,11 @@ func (c *Conn) doFallback(reason FallbackReason, s *Subflow) {
 		return
 	}
 	c.fallback = reason
+	c.trace(func(t *Tracer) {
+		if t.Fallback != nil {
+			t.Fallback(c, reason)
+		}
+	})
 	switch reason {
 	case FallbackSynAckNoMPCapable, FallbackSynNoMPCapable, FallbackAckNoMPCapable, FallbackInfiniteMapping:
 		// Fallen back at the handshake (plain TCP from the start, no
@@ -490,7 +509,7 @@ func (c *Conn) Readable() int {
 // at least a quarter of the buffer).
 func (c *Conn) windowUpdate() {
 	w := c.rx.Window()
-	if w-c.lastAdvWnd >= c.cfg.ReceiveBuffer/4 {
+	if w-c.lastAdvWnd >= c.rcvLimit/4 {
 		if s := c.anyUsable(); s != nil {
 			s.ep.SendAck()
 		}
@@ -1235,6 +1254,10 @@ type Info struct {
 	// its initial address); Announced our addresses sent with ADD_ADDR.
 	RemoteAddrs []Address `json:",omitempty"`
 	Announced   []Address `json:",omitempty"`
+	// ReceiveBuffer is the connection-level receive buffer's size now
+	// (auto-tuned), ReceiveBufferGrows how often it grew.
+	ReceiveBuffer      int
+	ReceiveBufferGrows uint64
 }
 
 // Info returns a snapshot of the connection's state.
@@ -1255,6 +1278,7 @@ func (c *Conn) Info() Info {
 		in.Reassembly = c.rx.Stats()
 	}
 	in.SubflowsOpened, in.SubflowsClosed = c.subflowsOpened, c.subflowsClosed
+	in.ReceiveBuffer, in.ReceiveBufferGrows = c.rcvLimit, c.tune.grows
 	for _, s := range c.subflows {
 		in.Subflows = append(in.Subflows, s.Info())
 	}

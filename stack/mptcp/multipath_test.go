@@ -324,3 +324,243 @@ func TestSimJoinSubflowEndpoint(t *testing.T) {
 		})
 	}
 }
+
+// TestSimReceiveBufferGrows: a path whose bandwidth-delay product exceeds
+// the initial connection-level buffer (50 MB/s × 80 ms RTT = 4 MB): the
+// buffer must grow, and the peers see the larger window.
+func TestSimReceiveBufferGrows(t *testing.T) {
+	m := newMPSim(t, mpSimConfig{link: simnet.LinkConfig{Delay: 40 * time.Millisecond, Rate: 50e6}})
+	start := m.net.Clock.NowMonotonic()
+	m.exchange(64<<20, 7, 0, nil)
+	took := m.net.Clock.NowMonotonic().Sub(start)
+	for _, c := range []*Conn{m.client, m.server} {
+		in := c.Info()
+		if in.ReceiveBuffer <= DefaultReceiveBuffer || in.ReceiveBufferGrows == 0 {
+			t.Errorf("client=%v: receive buffer %d after %d grows", c.client, in.ReceiveBuffer, in.ReceiveBufferGrows)
+		}
+	}
+	// The peers saw the larger window: what they may send is no longer
+	// bounded by the initial buffer.
+	for _, c := range []*Conn{m.client, m.server} {
+		for _, sf := range c.Info().Subflows {
+			if sf.TCP.SndWnd <= DefaultReceiveBuffer {
+				t.Errorf("client=%v: peer's window %d, not above the initial buffer", c.client, sf.TCP.SndWnd)
+			}
+		}
+	}
+	t.Logf("%.1f MB/s each way over a 50 MB/s, 80 ms path (took %v; the senders' 4 MiB buffers bound it)", float64(64<<20)/took.Seconds()/1e6, took)
+}
+
+// twoSubflows is a pair whose client opens a second subflow from A2 to the
+// server's initial address B1 (a subflow endpoint), optionally as a
+// backup.
+func twoSubflows(t *testing.T, backup bool, link func(a, b tcpip.Address) simnet.LinkConfig, tap func(p *simnet.Packet) bool) *mpSim {
+	flags := FlagSubflow
+	if backup {
+		flags |= FlagBackup
+	}
+	return newMPSim(t, mpSimConfig{
+		link:     simnet.LinkConfig{Delay: 5 * time.Millisecond, Rate: 5e6},
+		linkFor:  link,
+		tap:      tap,
+		clientPM: PMConfig{Endpoints: []Endpoint{{Addr: nAddr(mpA2), Flags: flags}}},
+	})
+}
+
+// TestSimFailover cuts the initial path (A1-B1) in both directions in the
+// middle of a transfer: the stalled subflow's data is re-sent on the
+// other, and the transfer completes intact.
+func TestSimFailover(t *testing.T) {
+	cut := false
+	tap := func(p *simnet.Packet) bool {
+		if cut && ((p.Src == mpA1 && p.Dst == mpB1) || (p.Src == mpB1 && p.Dst == mpA1)) {
+			return false
+		}
+		return true
+	}
+	m := twoSubflows(t, false, nil, tap)
+	m.exchange(6<<20, 3, 2<<20, func() { cut = true })
+	if m.mib.Get(SubflowStale) == 0 || m.mib.Get(MPTCPRetrans) == 0 {
+		t.Errorf("no stale subflow or reinjection counted: stale %d retrans %d", m.mib.Get(SubflowStale), m.mib.Get(MPTCPRetrans))
+	}
+	for _, c := range []*Conn{m.client, m.server} {
+		if c.Info().Stats.Reinjected == 0 {
+			t.Errorf("client=%v reinjected nothing", c.client)
+		}
+	}
+}
+
+// TestSimBackup: a backup subflow carries (almost) nothing while the
+// primary works, and the rest of the transfer when the primary dies.
+func TestSimBackup(t *testing.T) {
+	cut := false
+	tap := func(p *simnet.Packet) bool {
+		if cut && ((p.Src == mpA1 && p.Dst == mpB1) || (p.Src == mpB1 && p.Dst == mpA1)) {
+			return false
+		}
+		return true
+	}
+	m := twoSubflows(t, true, nil, tap)
+	m.exchange(2<<20, 4, 0, nil)
+	// The backup flag reached the server with the join (B flag): both
+	// sides send nothing on it.
+	for _, c := range []*Conn{m.client, m.server} {
+		for _, s := range c.Info().Subflows {
+			if s.Join && (!s.Backup || s.BytesSent > 64<<10) {
+				t.Errorf("client=%v: backup subflow %+v sent %d bytes while the primary worked", c.client, s.Backup, s.BytesSent)
+			}
+		}
+	}
+	m2 := twoSubflows(t, true, nil, tap)
+	m2.exchange(4<<20, 5, 1<<20, func() { cut = true })
+	for _, c := range []*Conn{m2.client, m2.server} {
+		for _, s := range c.Info().Subflows {
+			if s.Join && s.BytesSent < 1<<20 {
+				t.Errorf("client=%v: backup subflow carried %d bytes after the primary died", c.client, s.BytesSent)
+			}
+		}
+	}
+}
+
+// TestSimRemoveAddr: the client removes its subflow endpoint mid-transfer:
+// REMOVE_ADDR goes out, the subflow closes on both sides, the transfer
+// completes on the initial subflow.
+func TestSimRemoveAddr(t *testing.T) {
+	m := twoSubflows(t, false, nil, nil)
+	m.exchange(4<<20, 6, 1<<20, func() {
+		if _, err := m.client.cfg.PM.RemoveEndpoint(1); err != nil {
+			t.Fatal(err)
+		}
+		m.client.PMUpdate()
+	})
+	m.run(func() bool { return len(m.server.Info().Subflows) == 1 && len(m.client.Info().Subflows) == 1 }, 5*time.Second, "subflow removed")
+	for cnt, want := range map[Counter]uint64{RmAddrTx: 1, RmAddr: 1, RmSubflow: 1} {
+		if got := m.mib.Get(cnt); got != want {
+			t.Errorf("%v = %d, want %d", cnt, got, want)
+		}
+	}
+}
+
+// TestSimJoinBadHMAC corrupts the HMAC of the join SYN/ACK, then of the
+// third ACK: the subflow is reset (counted), the connection carries on.
+func TestSimJoinBadHMAC(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		from    tcpip.Address
+		synack  bool
+		counter Counter
+	}{
+		{"synack", mpB1, true, MPJoinSynAckHMacFailure},
+		{"third-ack", mpA2, false, MPJoinAckHMacFailure},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tap := func(p *simnet.Packet) bool {
+				if p.Src != tc.from || (p.Bytes[13]&0x12 == 0x12) != tc.synack {
+					return true
+				}
+				forEachMPTCP(p.Bytes, func(opt []byte) {
+					if opt[2]>>4 == 1 && (len(opt) == 16 || len(opt) == 24) {
+						opt[6] ^= 0xff // inside the HMAC
+					}
+				})
+				return true
+			}
+			m := twoSubflows(t, false, nil, tap)
+			m.exchange(1<<20, 8, 0, nil)
+			if m.mib.Get(tc.counter) == 0 {
+				t.Errorf("%v not counted: %v", tc.counter, m.mib.Snapshot())
+			}
+			for _, c := range []*Conn{m.client, m.server} {
+				for _, s := range c.Info().Subflows {
+					if s.Join && s.Established {
+						t.Errorf("client=%v: a join with a bad HMAC is established", c.client)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestSimAddAddr: the server announces B2; the client accepts one
+// address and joins it; the ADD_ADDR is echoed, and one with a corrupt
+// HMAC is dropped.
+func TestSimAddAddr(t *testing.T) {
+	for _, corrupt := range []bool{false, true} {
+		t.Run(fmt.Sprintf("corrupt=%v", corrupt), func(t *testing.T) {
+			tap := func(p *simnet.Packet) bool {
+				if corrupt && p.Src == mpB1 {
+					forEachMPTCP(p.Bytes, func(opt []byte) {
+						if opt[2]>>4 == 3 && opt[2]&1 == 0 && len(opt) >= 16 {
+							opt[len(opt)-1] ^= 0xff // the HMAC's last byte
+						}
+					})
+				}
+				return true
+			}
+			m := newMPSim(t, mpSimConfig{
+				link:     simnet.LinkConfig{Delay: 5 * time.Millisecond, Rate: 5e6},
+				tap:      tap,
+				clientPM: PMConfig{Limits: &Limits{Subflows: 2, AddAddrAccepted: 1}},
+				serverPM: PMConfig{Endpoints: []Endpoint{{Addr: nAddr(mpB2), Flags: FlagSignal}}, AddAddrTimeout: time.Second},
+			})
+			// 6 MiB at 5 MB/s: long enough for ADD_ADDR retransmissions.
+			m.exchange(6<<20, 9, 0, nil)
+			if corrupt {
+				if m.mib.Get(AddAddrDrop) == 0 || m.mib.Get(AddAddr) != 0 || len(m.client.Info().Subflows) != 1 {
+					t.Errorf("corrupt ADD_ADDR: drop %d accepted %d subflows %d", m.mib.Get(AddAddrDrop), m.mib.Get(AddAddr), len(m.client.Info().Subflows))
+				}
+				// Never echoed: retransmitted until the retries run out.
+				if m.mib.Get(AddAddrTx) < 2 {
+					t.Errorf("ADD_ADDR sent %d times without an echo", m.mib.Get(AddAddrTx))
+				}
+				return
+			}
+			if m.mib.Get(AddAddr) != 1 || m.mib.Get(EchoAdd) != 1 || m.mib.Get(MPJoinAckRx) != 1 {
+				t.Errorf("counters: %v", m.mib.Snapshot())
+			}
+			if n := len(m.client.Info().Subflows); n != 2 {
+				t.Errorf("client has %d subflows, want 2", n)
+			}
+		})
+	}
+}
+
+// TestSimPrio: the client marks its joined subflow as a backup with
+// MP_PRIO (RFC 8684 §3.3.8) mid-transfer: the server stops sending on it,
+// and so does the client.
+func TestSimPrio(t *testing.T) {
+	m := twoSubflows(t, false, nil, nil)
+	var before [2]uint64
+	m.exchange(8<<20, 10, 2<<20, func() {
+		for _, s := range m.client.subflows {
+			if s.join {
+				m.client.SetSubflowBackup(s, true)
+			}
+		}
+		for i, c := range []*Conn{m.client, m.server} {
+			for _, s := range c.Info().Subflows {
+				if s.Join {
+					before[i] = s.BytesSent
+				}
+			}
+		}
+	})
+	if m.mib.Get(MPPrioTx) != 1 || m.mib.Get(MPPrioRx) != 1 {
+		t.Fatalf("MP_PRIO sent %d received %d", m.mib.Get(MPPrioTx), m.mib.Get(MPPrioRx))
+	}
+	for i, c := range []*Conn{m.client, m.server} {
+		for _, s := range c.Info().Subflows {
+			if !s.Join {
+				continue
+			}
+			if !s.Backup {
+				t.Errorf("client=%v: subflow not a backup after MP_PRIO", c.client)
+			}
+			// What was queued on it when the priority changed may still
+			// go out; nothing new after that.
+			if s.BytesSent > before[i]+1<<20 {
+				t.Errorf("client=%v: backup subflow sent %d bytes after MP_PRIO (%d before)", c.client, s.BytesSent-before[i], before[i])
+			}
+		}
+	}
+}

@@ -817,6 +817,7 @@ func (s *Subflow) insert(p dsnmap.Piece) {
 	if n > 0 {
 		c.stats.BytesReceived += uint64(n)
 		c.notify(tcp.EventReadable)
+		c.autoTune()
 	}
 	if p.DataFIN {
 		c.noteFIN(p.DSN+dsnmap.DSN(len(p.Data)), s)
@@ -886,7 +887,7 @@ func (c *Conn) tryFIN(s *Subflow) {
 
 // rxSlack is how far beyond the advertised window data-level information
 // is still taken as plausible (the reassembler's own slack).
-func (c *Conn) rxSlack() int { return max(c.cfg.ReceiveBuffer/4, 64<<10) }
+func (c *Conn) rxSlack() int { return max(c.rcvLimit/4, 64<<10) }
 
 // ReceiveWindow implements tcp.Receiver: the connection-level window.
 func (s *Subflow) ReceiveWindow() (int, bool) {
@@ -915,5 +916,5 @@ func (s *Subflow) StateChanged(from, to tcp.State) {
 // peer cannot make the table grow without bound (RFC 8684 §3.3.1 leaves
 // mapping sizes to the sender).
 func (c *Conn) rxMapLimit() int {
-	return max(dsnmap.DefaultRxMapLimit, c.cfg.ReceiveBuffer/1024)
+	return max(dsnmap.DefaultRxMapLimit, c.cfg.MaxReceiveBuffer/1024)
 }
