@@ -281,6 +281,60 @@ func (e *Engine) AddNIC(ep stack.LinkEndpoint, addrs ...netip.Prefix) (tcpip.NIC
 	return id, nil
 }
 
+// RemoveNIC detaches a NIC (a path going away: its interface is down or
+// gone) and closes the link endpoint. MPTCP connections announce its
+// addresses as removed (REMOVE_ADDR, RFC 8684 §3.4.2) and close their
+// subflows over it, whose data goes to the other subflows; path-manager
+// endpoints of those addresses are removed. A connection left without a
+// subflow fails.
+func (e *Engine) RemoveNIC(id tcpip.NICID) error {
+	info, ok := e.s.NICInfo()[id]
+	if !ok {
+		return fmt.Errorf("stack: no NIC %d", id)
+	}
+	gone := map[netip.Addr]bool{}
+	for _, pa := range info.ProtocolAddresses {
+		if a, ok := netip.AddrFromSlice(pa.AddressWithPrefix.Address.AsSlice()); ok {
+			gone[a.Unmap()] = true
+		}
+	}
+	for _, ep := range e.pm.Endpoints() {
+		if gone[ep.Addr] {
+			e.pm.RemoveEndpoint(ep.ID)
+		}
+	}
+	e.syncJoinPorts()
+	for _, mc := range e.tokens.All() {
+		c, ok := ownerOf(mc)
+		if !ok {
+			continue
+		}
+		c.mu.Lock()
+		if !c.dead && c.mc == mc {
+			c.mc.PMUpdate() // REMOVE_ADDR for the endpoints removed
+			for _, s := range c.mc.Info().Subflows {
+				if gone[s.Local.Addr()] && !s.Closed {
+					c.mc.RemoveAddr(s.LocalID)
+				}
+			}
+			c.updateLocked()
+			c.flushLocked()
+		}
+		c.mu.Unlock()
+	}
+	e.mu.Lock()
+	ep := e.nics[id]
+	delete(e.nics, id)
+	e.mu.Unlock()
+	if ep != nil {
+		e.ackBatches.detach(id, ep)
+	}
+	if err := e.s.RemoveNIC(id); err != nil {
+		return fmt.Errorf("stack: removing NIC %d: %s", id, err)
+	}
+	return nil
+}
+
 // Close resets every connection, closes every listener, removes the NICs
 // (closing their link endpoints) and waits for the stack's goroutines.
 // Operations on the engine's connections fail afterwards.

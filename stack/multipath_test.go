@@ -111,3 +111,41 @@ func TestMultipathAddAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestMultipathRemoveNIC: the client's second path goes away in the middle
+// of a transfer (its NIC is removed): the client announces REMOVE_ADDR,
+// both sides close that subflow, and the transfer completes on the first.
+func TestMultipathRemoveNIC(t *testing.T) {
+	limits := &mptcp.Limits{Subflows: 2, AddAddrAccepted: 1}
+	a, b := newTwoPathPair(t, Options{MPTCP: MPTCPConfig{Limits: limits}},
+		Options{MPTCP: MPTCPConfig{Limits: limits, Endpoints: []mptcp.Endpoint{{Addr: addrB4b.Addr(), Flags: mptcp.FlagSignal}}}})
+	d, c := connectPair(t, a, b, addrB4.Addr())
+	if _, err := c.Write([]byte("go")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 2)
+	if _, err := d.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	waitSubflows(t, d, 2)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(20 * time.Millisecond)
+		if err := a.RemoveNIC(2); err != nil {
+			t.Error(err)
+		}
+	}()
+	transferVerified(t, d, c, 16<<20, 3)
+	<-done
+	deadline := time.Now().Add(5 * time.Second)
+	for len(c.ConnInfo().Subflows) != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := len(c.ConnInfo().Subflows); n != 1 {
+		t.Errorf("server still has %d subflows", n)
+	}
+	if a.MPTCPCounter(mptcp.RmAddrTx) != 1 || b.MPTCPCounter(mptcp.RmAddr) != 1 {
+		t.Errorf("REMOVE_ADDR sent %d received %d", a.MPTCPCounter(mptcp.RmAddrTx), b.MPTCPCounter(mptcp.RmAddr))
+	}
+}
