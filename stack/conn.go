@@ -76,12 +76,15 @@ type Conn struct {
 	// writeWant is what a blocked writer still has to queue: writers are
 	// woken once that much (or a quarter of the buffer) is free, not on
 	// every ACK.
-	writeWant   int
-	rd, wd      deadline
-	closed      bool // Close was called
-	readShut    bool // CloseRead was called
-	dead        bool // torn down: every subflow gone, timer stopped
-	connLimited bool // counted against Options.MaxConnections
+	writeWant int
+	rd, wd    deadline
+	// finished is closed once the closing is complete (see Finished).
+	finished     chan struct{}
+	finishedDone bool
+	closed       bool // Close was called
+	readShut     bool // CloseRead was called
+	dead         bool // torn down: every subflow gone, timer stopped
+	connLimited  bool // counted against Options.MaxConnections
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -179,6 +182,7 @@ func (c *Conn) flushLocked() {
 		}
 		if ev&tcp.EventClosed != 0 {
 			c.reapLocked()
+			c.checkFinishedLocked()
 		}
 	}
 }
@@ -247,6 +251,7 @@ func (c *Conn) teardownLocked() {
 	c.readers.wake()
 	c.writers.wake()
 	c.closers.wake()
+	c.checkFinishedLocked()
 }
 
 // armTimerLocked makes sure the timer fires no later than the earliest
@@ -591,20 +596,37 @@ func (c *Conn) State() tcp.State {
 	return c.first.ep.State()
 }
 
-// Done reports whether the connection is over: every subflow closed (or
-// in TIME-WAIT, with the closing handshake complete).
-func (c *Conn) Done() bool {
+// Finished returns a channel closed once the connection's closing is
+// complete: every subflow CLOSED or in TIME-WAIT (our FIN acknowledged,
+// the peer's received), or the connection torn down.
+func (c *Conn) Finished() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.dead {
-		return true
+	if c.finished == nil {
+		c.finished = make(chan struct{})
+		c.checkFinishedLocked()
 	}
-	for _, sub := range c.subs {
-		if st := sub.ep.State(); st != tcp.StateClosed && st != tcp.StateTimeWait {
-			return false
+	return c.finished
+}
+
+// checkFinishedLocked closes the Finished channel when the closing is
+// complete.
+func (c *Conn) checkFinishedLocked() {
+	if c.finished == nil || c.finishedDone {
+		return
+	}
+	if !c.dead {
+		for _, sub := range c.subs {
+			if sub.ep == nil {
+				continue
+			}
+			if st := sub.ep.State(); st != tcp.StateClosed && st != tcp.StateTimeWait {
+				return
+			}
 		}
 	}
-	return true
+	c.finishedDone = true
+	close(c.finished)
 }
 
 func (c *Conn) opError(op string, err error) error {

@@ -25,7 +25,6 @@ import (
 	"github.com/mptund/mptund/internal/capture"
 	"github.com/mptund/mptund/stack"
 	"github.com/mptund/mptund/stack/mptcp"
-	"github.com/mptund/mptund/stack/tcp"
 	"github.com/mptund/mptund/tun"
 )
 
@@ -576,24 +575,20 @@ func (s *session) serve(ctx context.Context, c *stack.Conn) error {
 }
 
 // waitClosed waits, at most linger (cut to lingerInterrupted by ctx), until
-// c has finished its closing handshake: TIME-WAIT (our FIN was
-// acknowledged and the peer's received) or CLOSED. The engine offers no
-// notification for this, so poll.
+// c has finished its closing handshake: every subflow in TIME-WAIT (our FIN
+// acknowledged and the peer's received) or CLOSED.
 func waitClosed(ctx context.Context, c *stack.Conn, linger time.Duration) {
-	deadline := time.Now().Add(linger)
-	for {
-		if st := c.State(); st == tcp.StateTimeWait || st == tcp.StateClosed {
-			return
+	t := time.NewTimer(linger)
+	defer t.Stop()
+	select {
+	case <-c.Finished():
+	case <-t.C:
+	case <-ctx.Done():
+		select {
+		case <-c.Finished():
+		case <-t.C:
+		case <-time.After(lingerInterrupted):
 		}
-		if ctx.Err() != nil {
-			if d := time.Now().Add(lingerInterrupted); d.Before(deadline) {
-				deadline = d
-			}
-		}
-		if time.Now().After(deadline) {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -152,8 +152,10 @@ type Conn struct {
 	// owner is the driver's handle (the stack's socket), for finding the
 	// driver from a token (joins).
 	owner any
-	// Subflow totals: opened (the first included) and closed.
+	// Subflow totals: opened (the first included) and closed; closedSubs
+	// the last maxClosedSubflows closed ones, as they were at the end.
 	subflowsOpened, subflowsClosed uint64
+	closedSubs                     []SubflowInfo
 
 	// Send side. snd holds the bytes [sndUna, sndUna+snd.Len()); the first
 	// sndNxt-sndUna of them are mapped onto a subflow.
@@ -978,10 +980,17 @@ func (c *Conn) closeSubflowGracefully(s *Subflow) {
 	}
 }
 
+// maxClosedSubflows bounds the closed subflows Info reports.
+const maxClosedSubflows = 16
+
 // subflowDown retires a subflow whose endpoint is CLOSED.
 func (c *Conn) subflowDown(s *Subflow) {
 	s.dead = true
 	c.subflowsClosed++
+	if len(c.closedSubs) == maxClosedSubflows {
+		c.closedSubs = append(c.closedSubs[:0], c.closedSubs[1:]...)
+	}
+	c.closedSubs = append(c.closedSubs, s.Info())
 	err := s.err
 	if err == nil {
 		err = s.ep.Err()
@@ -1244,8 +1253,9 @@ type Info struct {
 	// Reassembly counts what the connection-level receive buffer did with
 	// the bytes the subflows handed over.
 	Reassembly dsnmap.ReassemblyStats
-	// Subflows are the live subflows; SubflowsOpened and SubflowsClosed
-	// count every subflow of the connection's life.
+	// Subflows are the live subflows, then the last closed ones (Closed
+	// set, as they were when they closed); SubflowsOpened and
+	// SubflowsClosed count every subflow of the connection's life.
 	Subflows                       []SubflowInfo
 	SubflowsOpened, SubflowsClosed uint64
 	// Scheduler names the scheduler in use.
@@ -1282,6 +1292,7 @@ func (c *Conn) Info() Info {
 	for _, s := range c.subflows {
 		in.Subflows = append(in.Subflows, s.Info())
 	}
+	in.Subflows = append(in.Subflows, c.closedSubs...)
 	in.Scheduler = c.cfg.Scheduler
 	if in.Scheduler == "" {
 		in.Scheduler = DefaultScheduler
