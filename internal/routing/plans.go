@@ -286,3 +286,27 @@ func InterfaceExists(dev string) bool {
 func LinkDown(dev string) {
 	_ = exec.Command("ip", "link", "set", "dev", dev, "down").Run()
 }
+
+// InterfaceAddr returns the first IPv4 address of dev.
+func InterfaceAddr(dev string) (netip.Addr, error) {
+	out, err := exec.Command("ip", "-j", "-4", "addr", "show", "dev", dev).Output()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("routing: interface %s: %v", dev, err)
+	}
+	var ifs []struct {
+		AddrInfo []struct {
+			Local string `json:"local"`
+		} `json:"addr_info"`
+	}
+	if err := json.Unmarshal(out, &ifs); err != nil {
+		return netip.Addr{}, fmt.Errorf("routing: parsing ip addr output: %v", err)
+	}
+	for _, i := range ifs {
+		for _, a := range i.AddrInfo {
+			if x, err := netip.ParseAddr(a.Local); err == nil {
+				return x, nil
+			}
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("routing: interface %s has no IPv4 address", dev)
+}

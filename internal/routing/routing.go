@@ -36,7 +36,9 @@ type step struct {
 
 // state is what the state file holds.
 type state struct {
-	PID   int    `json:"pid"`
+	PID int `json:"pid"`
+	// NetNS identifies the network namespace the changes were made in.
+	NetNS string `json:"netns"`
 	Steps []step `json:"steps"`
 }
 
@@ -65,6 +67,10 @@ func New(stateFile string, logf func(string, ...any)) (*Setup, error) {
 			if st.PID > 0 && syscall.Kill(st.PID, 0) == nil {
 				return nil, fmt.Errorf("routing: %s belongs to running process %d", stateFile, st.PID)
 			}
+			if st.NetNS != NetNS() {
+				// Made in another namespace: nothing to undo here.
+				st.Steps = nil
+			}
 			old := &Setup{steps: st.Steps, logf: logf}
 			if err := old.undoAll(); err != nil && logf != nil {
 				logf("routing: cleaning up after process %d: %v", st.PID, err)
@@ -85,7 +91,7 @@ func (s *Setup) save() error {
 	if s.file == "" {
 		return nil
 	}
-	b, _ := json.Marshal(state{PID: os.Getpid(), Steps: s.steps})
+	b, _ := json.Marshal(state{PID: os.Getpid(), NetNS: NetNS(), Steps: s.steps})
 	tmp := s.file + ".tmp"
 	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
@@ -242,4 +248,20 @@ func (s *Setup) Steps() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.steps)
+}
+
+// NetNS identifies the calling thread's network namespace
+// ("net:[INODE]").
+func NetNS() string {
+	l, _ := os.Readlink("/proc/thread-self/ns/net")
+	return l
+}
+
+// StateFile returns the state file for a daemon of role with the given
+// tag in dir, unique per network namespace: a daemon finds the record of
+// its dead predecessor in the same namespace, and never one made
+// elsewhere.
+func StateFile(dir, role, tag string) string {
+	ns := strings.Trim(strings.TrimPrefix(NetNS(), "net:"), "[]")
+	return filepath.Join(dir, role+"-"+ns+"-"+tag+".json")
 }
