@@ -24,8 +24,6 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 
 	"github.com/mptund/mptund/internal/impair"
@@ -266,11 +264,6 @@ func (d *daemon) closePath(p *runPath) {
 	p.epIDs = nil
 	if p.nic != 0 {
 		for _, a := range p.conf.Addrs {
-			proto := ipv4.ProtocolNumber
-			if a.Addr().Is6() {
-				proto = ipv6.ProtocolNumber
-			}
-			_ = proto
 			d.eng.Stack().RemoveAddress(p.nic, tcpip.AddrFromSlice(a.Addr().AsSlice()))
 		}
 		routing.LinkDown(p.conf.Name)
@@ -406,7 +399,7 @@ func (d *daemon) reloadConfig() {
 		return
 	}
 	d.reload(nc)
-	d.logf("reloaded: %d paths, limits subflows %d add_addr_accepted %d", len(d.pathsNow()), nc.Subflows, nc.AddAddrAccepted)
+	d.logf("reloaded: paths %d, limits subflows %d add_addr_accepted %d", len(d.pathsNow()), nc.Subflows, nc.AddAddrAccepted)
 }
 
 func (d *daemon) pathsNow() []*runPath {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -212,9 +213,15 @@ func (p *proxy) connect(ctx context.Context, c *stack.Conn) (netip.AddrPort, *ne
 	c.SetReadDeadline(time.Time{})
 	if err != nil {
 		var fe *convert.FormatError
-		if errors.As(err, &fe) {
+		switch {
+		case errors.As(err, &fe):
 			p.refuse(c, convert.ErrorFor(err))
 			return netip.AddrPort{}, nil, fmt.Errorf("refused: %v", err)
+		case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, os.ErrDeadlineExceeded):
+			// Part of a message, then the end of the stream or
+			// silence: a message that never completes.
+			p.refuse(c, &convert.Error{Code: convert.ErrorMalformedMessage})
+			return netip.AddrPort{}, nil, fmt.Errorf("refused: incomplete Convert message: %v", err)
 		}
 		abortConn(c)
 		return netip.AddrPort{}, nil, fmt.Errorf("reading the Convert header: %w", err)
