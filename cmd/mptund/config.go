@@ -215,9 +215,10 @@ type locator struct {
 }
 
 var (
-	reArrayHdr = regexp.MustCompile(`^\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]`)
-	reTableHdr = regexp.MustCompile(`^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]`)
-	reKey      = regexp.MustCompile(`^\s*([A-Za-z0-9_-]+)\s*=`)
+	reArrayHdr  = regexp.MustCompile(`^\s*\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]`)
+	reTableHdr  = regexp.MustCompile(`^\s*\[\s*([A-Za-z0-9_.-]+)\s*\]`)
+	reKey       = regexp.MustCompile(`^\s*([A-Za-z0-9_-]+)\s*=`)
+	reDecodeErr = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
 )
 
 func newLocator(text string) *locator {
@@ -292,6 +293,11 @@ func loadConfigFile(path string) (*rawConfig, *locator, error) {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
 			return nil, nil, &configError{file: path, line: pe.Position.Line, key: pe.LastKey, msg: pe.Message}
+		}
+		// Type errors read "toml: line N (last key "K"): message".
+		if m := reDecodeErr.FindStringSubmatch(err.Error()); m != nil {
+			n, _ := strconv.Atoi(m[1])
+			return nil, nil, &configError{file: path, line: n, key: m[2], msg: m[3]}
 		}
 		return nil, nil, &configError{file: path, msg: err.Error()}
 	}
@@ -378,6 +384,7 @@ func parseAllow(s string) (allowRule, error) {
 		return allowRule{}, fmt.Errorf("%q: want PREFIX[:PORT[-PORT]] (IPv6 in brackets), like 10.0.0.0/8:443 or [2001:db8::/32]:8000-8099", s)
 	}
 	pfx, ports := s, ""
+	hasPorts := false
 	if strings.HasPrefix(s, "[") {
 		end := strings.Index(s, "]")
 		if end < 0 {
@@ -388,13 +395,13 @@ func parseAllow(s string) (allowRule, error) {
 			if !strings.HasPrefix(ports, ":") {
 				return bad()
 			}
-			ports = ports[1:]
+			ports, hasPorts = ports[1:], true
 		}
 	} else if i := strings.LastIndex(s, ":"); i >= 0 {
 		if strings.Count(s, ":") > 1 {
 			return bad() // an IPv6 prefix without brackets
 		}
-		pfx, ports = s[:i], s[i+1:]
+		pfx, ports, hasPorts = s[:i], s[i+1:], true
 	}
 	p, err := netip.ParsePrefix(pfx)
 	if err != nil {
@@ -405,7 +412,7 @@ func parseAllow(s string) (allowRule, error) {
 		p = netip.PrefixFrom(a, a.BitLen())
 	}
 	r := allowRule{Prefix: p.Masked(), Lo: 0, Hi: math.MaxUint16}
-	if ports != "" {
+	if hasPorts {
 		lo, hi, isRange := strings.Cut(ports, "-")
 		l, err1 := strconv.ParseUint(lo, 10, 16)
 		h := l

@@ -784,3 +784,77 @@ func TestReloadNS(t *testing.T) {
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	p.waitLine(t, "reloaded: paths 1", 10*time.Second)
 }
+
+// demoNamespaces lists the namespaces a demo of process pid made.
+func demoNamespaces(pid int) []string {
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	var l []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && strings.HasPrefix(f[0], "mptd-") && strings.Contains(f[0], fmt.Sprintf("-%d-", pid)) {
+			l = append(l, f[0])
+		}
+	}
+	return l
+}
+
+// TestDemoNS runs a short "mptund demo" to its end, and another one
+// interrupted with SIGINT; neither leaves a namespace behind.
+func TestDemoNS(t *testing.T) {
+	netns.Require(t)
+	netns.RequireTools(t, "nft", "tc")
+	bin := mptundBinary(t)
+	cmd := exec.Command(bin, "demo", "--duration", "6s", "--down-at", "2s", "--down-for", "2s", "--upload", "300000")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	for _, want := range []string{"path B goes down", "path B is back", "goodput", "path A ", "path B ", "SHA-256 down:", "SHA-256 up:"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Count(string(out), "  OK") != 2 {
+		t.Errorf("demo did not verify both directions:\n%s", out)
+	}
+	if l := demoNamespaces(cmd.Process.Pid); len(l) > 0 {
+		t.Errorf("namespaces left: %v", l)
+	}
+	// Interrupted mid-transfer.
+	cmd = exec.Command(bin, "demo", "--duration", "20s")
+	var buf syncBuffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(buf.String(), "app goodput") && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	cmd.Process.Signal(os.Interrupt)
+	err = cmd.Wait()
+	if cmd.ProcessState.ExitCode() != exitFailed || !strings.Contains(buf.String(), "interrupted") {
+		t.Errorf("interrupted demo: %v\n%s", err, buf.String())
+	}
+	if l := demoNamespaces(cmd.Process.Pid); len(l) > 0 {
+		t.Errorf("namespaces left after SIGINT: %v", l)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
