@@ -66,6 +66,8 @@ type rawEngine struct {
 	DrainTimeout    *string `toml:"drain_timeout"`
 	DialTimeout     *string `toml:"dial_timeout"`
 	Verbose         *bool   `toml:"verbose"`
+	SendBuffer      *string `toml:"send_buffer"`
+	ReceiveBuffer   *string `toml:"receive_buffer"`
 }
 
 type rawClient struct {
@@ -163,7 +165,10 @@ type daemonConfig struct {
 	DrainTimeout    time.Duration
 	DialTimeout     time.Duration
 	Verbose         bool
-	Paths           []pathConf
+	// SendBuffer and ReceiveBuffer cap each engine connection's TCP
+	// buffers (0: the engine's defaults).
+	SendBuffer, ReceiveBuffer int
+	Paths                     []pathConf
 
 	// Client.
 	Mode         string // "proxy" or "direct"
@@ -374,6 +379,24 @@ func formatRate(r int64) string {
 		return strconv.FormatFloat(b/1e6, 'f', -1, 64) + "mbit"
 	}
 	return strconv.FormatFloat(b/1e3, 'f', -1, 64) + "kbit"
+}
+
+// parseSize parses a byte count with an optional unit: 65536, 64k, 4M
+// (KiB and MiB), within 4 KiB..1 GiB.
+func parseSize(s string) (int, error) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	mult := 1
+	switch {
+	case strings.HasSuffix(t, "k"):
+		mult, t = 1<<10, strings.TrimSuffix(t, "k")
+	case strings.HasSuffix(t, "m"):
+		mult, t = 1<<20, strings.TrimSuffix(t, "m")
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n <= 0 || n > (1<<30)/mult || n*mult < 4<<10 {
+		return 0, fmt.Errorf("%q: want a size within 4k..1024m, like 4m", s)
+	}
+	return n * mult, nil
 }
 
 // parseAllow parses an allow-list entry: PREFIX, PREFIX:PORT or
@@ -693,6 +716,18 @@ func configFromRaw(role string, rc *rawConfig, c *checker) *daemonConfig {
 	if e.Verbose != nil {
 		dc.Verbose = *e.Verbose
 	}
+	size := func(key string, v *string, dst *int) {
+		if v == nil {
+			return
+		}
+		n, err := parseSize(*v)
+		if err != nil {
+			c.fail("engine", -1, key, "%v", err)
+		}
+		*dst = n
+	}
+	size("send_buffer", e.SendBuffer, &dc.SendBuffer)
+	size("receive_buffer", e.ReceiveBuffer, &dc.ReceiveBuffer)
 
 	cl := &rc.Client
 	if cl.Mode != nil {

@@ -15,8 +15,10 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,6 +33,7 @@ import (
 	"github.com/mptund/mptund/internal/shaper"
 	"github.com/mptund/mptund/stack"
 	"github.com/mptund/mptund/stack/mptcp"
+	"github.com/mptund/mptund/stack/tcp"
 	"github.com/mptund/mptund/tun"
 )
 
@@ -81,7 +84,15 @@ func newDaemon(cfg *daemonConfig, flags *daemonFlags, stderr io.Writer) (*daemon
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
+	var tcfg tcp.Config
+	if cfg.SendBuffer > 0 {
+		tcfg.SendBuffer, tcfg.MaxSendBuffer = min(cfg.SendBuffer, tcp.DefaultSendBuffer), cfg.SendBuffer
+	}
+	if cfg.ReceiveBuffer > 0 {
+		tcfg.ReceiveBuffer, tcfg.MaxReceiveBuffer = min(cfg.ReceiveBuffer, tcp.DefaultReceiveBuffer), cfg.ReceiveBuffer
+	}
 	eng, err := stack.NewEngine(stack.Options{
+		TCP:            tcfg,
 		Backlog:        cfg.Backlog,
 		MaxConnections: cfg.MaxConnections,
 		MPTCP: stack.MPTCPConfig{
@@ -492,6 +503,33 @@ type Status struct {
 	Engine stack.Stats       `json:"engine"`
 	MPTCP  map[string]uint64 `json:"mptcp"`
 	App    map[string]uint64 `json:"app,omitempty"`
+	Memory MemoryStatus      `json:"memory"`
+}
+
+// MemoryStatus is the process's memory use.
+type MemoryStatus struct {
+	// RSS is the resident set size (VmRSS), in bytes.
+	RSS uint64 `json:"rss"`
+	// HeapInuse and Sys are the Go runtime's (runtime.MemStats).
+	HeapInuse  uint64 `json:"heap_inuse"`
+	Sys        uint64 `json:"sys"`
+	Goroutines int    `json:"goroutines"`
+}
+
+// memoryStatus reads the process's memory use.
+func memoryStatus() MemoryStatus {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	m := MemoryStatus{HeapInuse: ms.HeapInuse, Sys: ms.Sys, Goroutines: runtime.NumGoroutine()}
+	if b, err := os.ReadFile("/proc/self/status"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+				kb, _ := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+				m.RSS = kb << 10
+			}
+		}
+	}
+	return m
 }
 
 // PathStatus describes one path.
@@ -519,6 +557,19 @@ type FlowStatus struct {
 	MPTCP    bool            `json:"mptcp"`
 	Fallback string          `json:"fallback,omitempty"`
 	Subflows []SubflowStatus `json:"subflows"`
+	// Data is the MPTCP data level: buffered bytes and data-level
+	// retransmissions and drops.
+	Data *DataStatus `json:"data,omitempty"`
+}
+
+// DataStatus is a flow's MPTCP data level.
+type DataStatus struct {
+	SndBuffered        int    `json:"snd_buffered"`
+	RcvReadable        int    `json:"rcv_readable"`
+	RcvOutOfOrder      int    `json:"rcv_out_of_order"`
+	Retransmits        uint64 `json:"retransmits"`
+	Reinjected         uint64 `json:"reinjected"`
+	DroppedOutOfWindow uint64 `json:"dropped_out_of_window"`
 }
 
 // SubflowStatus is one subflow of a flow's MPTCP connection.
@@ -573,6 +624,10 @@ func (d *daemon) report() Status {
 		if f.conn != nil {
 			ci := f.conn.ConnInfo()
 			fs.MPTCP, fs.Fallback = ci.MPTCP, ci.Fallback
+			if di := ci.Data; di != nil {
+				fs.Data = &DataStatus{SndBuffered: di.SndBuffered, RcvReadable: di.RcvReadable, RcvOutOfOrder: di.RcvOutOfOrder,
+					Retransmits: di.Stats.Retransmits, Reinjected: di.Stats.Reinjected, DroppedOutOfWindow: di.Stats.DroppedOutOfWindow}
+			}
 			for _, s := range ci.Subflows {
 				fs.Subflows = append(fs.Subflows, SubflowStatus{Path: pathOf[s.Local.Addr()], Local: s.Local, Remote: s.Remote,
 					Established: s.Established, Backup: s.Backup, Closed: s.Closed, BytesSent: s.BytesSent, BytesAcked: s.BytesAcked,
@@ -586,6 +641,7 @@ func (d *daemon) report() Status {
 	if d.status != nil {
 		d.status(&st)
 	}
+	st.Memory = memoryStatus()
 	return st
 }
 

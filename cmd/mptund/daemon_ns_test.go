@@ -50,7 +50,7 @@ func TestMain(m *testing.M) {
 }
 
 // mptundBinary builds the command once per test process.
-func mptundBinary(t *testing.T) string {
+func mptundBinary(t testing.TB) string {
 	t.Helper()
 	binOnce.Do(func() {
 		goTool, err := exec.LookPath("go")
@@ -62,7 +62,13 @@ func mptundBinary(t *testing.T) string {
 			return
 		}
 		binPath = filepath.Join(binDir, "mptund")
-		if out, err := exec.Command(goTool, "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+		args := []string{"build", "-o", binPath}
+		if os.Getenv("MPTUND_TEST_RACE") != "" {
+			// The daemons' own data races, reported on their stderr
+			// (dtopo.stop fails the test on one).
+			args = append(args, "-race")
+		}
+		if out, err := exec.Command(goTool, append(args, ".")...).CombinedOutput(); err != nil {
 			binErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}
 	})
@@ -142,6 +148,12 @@ func (d *dtopo) stop(p *proc) {
 	}
 	if code := p.wait(d.t, 30*time.Second); code != exitOK {
 		d.t.Errorf("exit %d; stderr:\n%s", code, strings.Join(p.stderrLines(), "\n"))
+	}
+	for _, l := range p.stderrLines() {
+		if strings.Contains(l, "DATA RACE") {
+			d.t.Errorf("data race in the daemon:\n%s", strings.Join(p.stderrLines(), "\n"))
+			break
+		}
 	}
 	for i, q := range d.procs {
 		if q == p {

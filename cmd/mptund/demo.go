@@ -67,6 +67,7 @@ type demoOptions struct {
 	delayA, delayB            time.Duration
 	upload                    int
 	verbose                   bool
+	clientArgs, proxyArgs     listFlag
 }
 
 func init() {
@@ -82,6 +83,8 @@ func init() {
 		fs.DurationVar(&o.delayB, "delay-b", 20*time.Millisecond, "path B's delay each way")
 		fs.IntVar(&o.upload, "upload", 2<<20, "bytes the app uploads first")
 		fs.BoolVar(&o.verbose, "v", false, "show the daemons' logs")
+		fs.Var(&o.clientArgs, "client-flag", "pass this `flag` to mptund client (repeatable), e.g. --client-flag=--scheduler=roundrobin")
+		fs.Var(&o.proxyArgs, "proxy-flag", "pass this `flag` to mptund proxy (repeatable)")
 		if _, err := parseInterspersed(fs, args); err != nil {
 			return flagStatus(err)
 		}
@@ -237,16 +240,16 @@ func (r *demoRun) run(ctx context.Context, bin string) error {
 	// The daemons.
 	proxyStatus := r.dir + "/proxy.sock"
 	clientStatus := r.dir + "/client.sock"
-	prx, err := r.start(ctx, r.prx, "proxy", bin, "proxy", "--path", "mpp0,addr="+demoProxy+"/24,peer=10.93.0.1/24",
-		"--allow", "10.92.0.0/24", "--status", proxyStatus, "--state-dir", r.dir, "-v")
-	if err != nil {
+	pargs := append([]string{"proxy", "--path", "mpp0,addr=" + demoProxy + "/24,peer=10.93.0.1/24",
+		"--allow", "10.92.0.0/24", "--status", proxyStatus, "--state-dir", r.dir, "-v"}, o.proxyArgs...)
+	if _, err := r.start(ctx, r.prx, "proxy", bin, pargs...); err != nil {
 		return err
 	}
-	_ = prx
-	if _, err := r.start(ctx, r.cli, "client", bin, "client",
+	cargs := append([]string{"client",
 		"--uplink", fmt.Sprintf("c1,gw=10.91.1.1,tun=mpta,delay=%v", o.delayA),
 		"--uplink", fmt.Sprintf("c2,gw=10.91.2.1,tun=mptb,delay=%v", o.delayB),
-		"--proxy", demoProxy+":5124", "--route", "10.92.0.0/24", "--status", clientStatus, "--state-dir", r.dir, "-v"); err != nil {
+		"--proxy", demoProxy + ":5124", "--route", "10.92.0.0/24", "--status", clientStatus, "--state-dir", r.dir, "-v"}, o.clientArgs...)
+	if _, err := r.start(ctx, r.cli, "client", bin, cargs...); err != nil {
 		return err
 	}
 	r.say("  topology up: client %s, proxy %s, backend %s; mptund client and proxy ready", r.cli.Name, r.prx.Name, r.srv.Name)
@@ -499,6 +502,22 @@ func (p *demoProc) stop(wait time.Duration) {
 
 // start runs a daemon in ns and waits for its "ready" line.
 func (r *demoRun) start(ctx context.Context, ns *topo.NS, name, bin string, args ...string) (*demoProc, error) {
+	var logTo io.Writer
+	if r.o.verbose {
+		logTo = r.stderr
+	}
+	p, err := startDaemonProc(ctx, ns, name, bin, logTo, args...)
+	if p != nil {
+		r.procs = append(r.procs, p)
+	}
+	return p, err
+}
+
+// startDaemonProc runs "bin args..." in ns, copies its stderr lines to
+// logTo (if not nil) and keeps the last ones, and waits for its "ready"
+// line. On failure the process, if started, is returned too (to be
+// stopped and its log shown).
+func startDaemonProc(ctx context.Context, ns *topo.NS, name, bin string, logTo io.Writer, args ...string) (*demoProc, error) {
 	p := &demoProc{name: name, cmd: ns.Command(context.Background(), bin, args...), done: make(chan struct{})}
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
@@ -507,7 +526,6 @@ func (r *demoRun) start(ctx context.Context, ns *topo.NS, name, bin string, args
 	if err := p.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	r.procs = append(r.procs, p)
 	ready := make(chan struct{})
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -521,8 +539,8 @@ func (r *demoRun) start(ctx context.Context, ns *topo.NS, name, bin string, args
 				p.log = p.log[len(p.log)-500:]
 			}
 			p.mu.Unlock()
-			if r.o.verbose {
-				fmt.Fprintf(r.stderr, "    [%s] %s\n", name, line)
+			if logTo != nil {
+				fmt.Fprintf(logTo, "    [%s] %s\n", name, line)
 			}
 			if !signalled && strings.Contains(line, ": ready:") {
 				signalled = true
@@ -536,11 +554,11 @@ func (r *demoRun) start(ctx context.Context, ns *topo.NS, name, bin string, args
 	case <-ready:
 		return p, nil
 	case <-p.done:
-		return nil, fmt.Errorf("%s exited during setup", name)
+		return p, fmt.Errorf("%s exited during setup", name)
 	case <-time.After(20 * time.Second):
-		return nil, fmt.Errorf("%s not ready after 20 s", name)
+		return p, fmt.Errorf("%s not ready after 20 s", name)
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return p, ctx.Err()
 	}
 }
 

@@ -116,6 +116,18 @@ func New(link stack.LinkEndpoint, cfg Config, handle func(*Request)) (*Stack, er
 		return fail("send buffer", err)
 	}
 	const nic = 1
+	// The handler is in place before the NIC starts delivering packets.
+	st := &Stack{s: s, nic: nic}
+	st.fwd = tcp.NewForwarder(s, cfg.ReceiveBuffer, cfg.MaxPending, func(r *tcp.ForwarderRequest) {
+		id := r.ID()
+		handle(&Request{
+			Src: netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort),
+			Dst: netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort),
+			r:   r,
+			st:  st,
+		})
+	})
+	s.SetTransportProtocolHandler(tcp.ProtocolNumber, st.fwd.HandlePacket)
 	if err := s.CreateNICWithOptions(nic, link, stack.NICOptions{QDisc: fifo.New(link, 1, queueLen)}); err != nil {
 		return fail("creating the NIC", err)
 	}
@@ -131,17 +143,6 @@ func New(link stack.LinkEndpoint, cfg Config, handle func(*Request)) (*Stack, er
 		{Destination: header.IPv4EmptySubnet, NIC: nic},
 		{Destination: header.IPv6EmptySubnet, NIC: nic},
 	})
-	st := &Stack{s: s, nic: nic}
-	st.fwd = tcp.NewForwarder(s, cfg.ReceiveBuffer, cfg.MaxPending, func(r *tcp.ForwarderRequest) {
-		id := r.ID()
-		handle(&Request{
-			Src: netip.AddrPortFrom(addrOf(id.RemoteAddress), id.RemotePort),
-			Dst: netip.AddrPortFrom(addrOf(id.LocalAddress), id.LocalPort),
-			r:   r,
-			st:  st,
-		})
-	})
-	s.SetTransportProtocolHandler(tcp.ProtocolNumber, st.fwd.HandlePacket)
 	return st, nil
 }
 

@@ -90,6 +90,8 @@ func TestLinkRate(t *testing.T) {
 	}
 	time.Sleep(20 * time.Millisecond)
 	close(done)
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	el := s.last[1000].Sub(start).Seconds()
 	rate := float64(s.bytes[1000]) / el
 	if s.bytes[1000] != 1400*1500 || rate > 1.15*(1<<20) || rate < 0.85*(1<<20) {

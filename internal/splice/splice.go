@@ -92,24 +92,25 @@ func Run(ctx context.Context, a, b Side, counters *[2]atomic.Int64) Result {
 			b.Abort()
 		}
 	}
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); pump(a, b, "a", "b", &counters[0], fail) }()
-	go func() { defer wg.Done(); pump(b, a, "b", "a", &counters[1], fail) }()
+	// One direction on a goroutine of its own, the other on the caller's:
+	// a relay costs one extra goroutine.
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		fail(ctx.Err(), "")
-		<-done
-	}
-	res.AToB, res.BToA = counters[0].Load(), counters[1].Load()
-	if !failed {
+	go func() { defer close(done); pump(a, b, "a", "b", &counters[0], fail) }()
+	stop := context.AfterFunc(ctx, func() { fail(ctx.Err(), "") })
+	pump(b, a, "b", "a", &counters[1], fail)
+	<-done
+	stop()
+	mu.Lock()
+	clean := !failed
+	failed = true // a context that ends now changes nothing
+	out := res
+	mu.Unlock()
+	out.AToB, out.BToA = counters[0].Load(), counters[1].Load()
+	if clean {
 		a.Conn.Close()
 		b.Conn.Close()
 	}
-	return res
+	return out
 }
 
 // pump copies src to dst until src's FIN (then it half-closes dst) or a
