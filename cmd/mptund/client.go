@@ -198,6 +198,10 @@ func runClient(ctx context.Context, cfg *daemonConfig, f *daemonFlags, stderr io
 	}
 	d.logf("ready: capturing TCP (%s) on %s, %s, paths: %s", what, cfg.AppTUN, via, strings.Join(names, "; "))
 
+	refreshCtx, stopRefresh := context.WithCancel(ctx)
+	refreshDone := make(chan struct{})
+	go func() { d.refreshUplinks(refreshCtx); close(refreshDone) }()
+	defer func() { stopRefresh(); <-refreshDone }()
 	runSignals(ctx, d.reloadConfig)
 	c.stopping.Store(true)
 	n := d.flows.active()

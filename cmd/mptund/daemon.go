@@ -47,6 +47,9 @@ type daemon struct {
 
 	mu    sync.Mutex
 	paths []*runPath // in configuration order
+	// routeMu serialises the uplink routes' refresh with the removal
+	// of paths, so that a refresh never puts back a removed route.
+	routeMu sync.Mutex
 
 	flows flowTable
 	// status builds the role's part of the status report.
@@ -112,6 +115,31 @@ func newDaemon(cfg *daemonConfig, flags *daemonFlags, stderr io.Writer) (*daemon
 		}
 	}
 	return d, nil
+}
+
+// refreshInterval is how often uplink routes are put back (an interface
+// that went down and came back lost them).
+const refreshInterval = 3 * time.Second
+
+// refreshUplinks keeps the uplinks' default routes in place until ctx
+// ends.
+func (d *daemon) refreshUplinks(ctx context.Context) {
+	t := time.NewTicker(refreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		d.routeMu.Lock()
+		for _, p := range d.pathsNow() {
+			if p.conf.Uplink != "" {
+				_ = routing.RefreshDefault(p.conf.Uplink, p.conf.Gateway, d.cfg.Table+1+p.index)
+			}
+		}
+		d.routeMu.Unlock()
+	}
 }
 
 // pathLinkConfig is the shaper configuration of a path (both ways alike).
@@ -269,6 +297,8 @@ func (d *daemon) endpointsFor(p *runPath, first bool) []mptcp.Endpoint {
 // host configuration, its TUN's link (the engine keeps the NIC; see the
 // report on the missing Engine.RemoveNIC).
 func (d *daemon) closePath(p *runPath) {
+	d.routeMu.Lock()
+	defer d.routeMu.Unlock()
 	for _, id := range p.epIDs {
 		_ = d.eng.RemoveEndpoint(id)
 	}
@@ -331,10 +361,10 @@ func (d *daemon) reload(nc *daemonConfig) {
 		np, keep := byName[p.conf.Name]
 		if !keep || np.Uplink != p.conf.Uplink || !slices.Equal(np.Addrs, p.conf.Addrs) {
 			d.logf("reload: removing path %s", p.conf.Name)
-			d.closePath(p)
 			d.mu.Lock()
 			d.paths = slices.DeleteFunc(d.paths, func(x *runPath) bool { return x == p })
 			d.mu.Unlock()
+			d.closePath(p)
 			continue
 		}
 		delete(byName, p.conf.Name)

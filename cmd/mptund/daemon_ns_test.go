@@ -870,3 +870,80 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestCaptureModesNS: --default-route captures TCP to anywhere but the
+// host's own subnets; --fwmark captures only marked connections (here
+// marked by destination port with nftables, as one would by cgroup or
+// user); an uplink that goes down and comes back gets its route back.
+func TestCaptureModesNS(t *testing.T) {
+	d := newDTopo(t)
+	defer d.stopAll()
+	d.proxy("--allow", "10.92.0.0/24", "--allow", "10.91.0.0/16")
+	echo := func(c *net.TCPConn) { defer c.Close(); io.Copy(c, c) }
+	listenIn(t, d.srv, dServer+":8060", false, echo)
+	listenIn(t, d.prx, "10.91.1.1:8061", false, echo)
+	ping := func(addr string) error {
+		c, err := dialIn(d.cli, addr, false)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		got, err := exchange(c, []byte("ping"), 10*time.Second)
+		if err == nil && string(got) != "ping" {
+			err = fmt.Errorf("echo %q", got)
+		}
+		return err
+	}
+	flows := func() uint64 { return d.status("client").Totals.Flows }
+
+	t.Run("default-route", func(t *testing.T) {
+		p := d.client("--proxy", dProxy+":5124", "--default-route")
+		defer d.stop(p)
+		n := flows()
+		if err := ping(dServer + ":8060"); err != nil || flows() != n+1 {
+			t.Errorf("remote server: %v, flows %d -> %d (want captured)", err, n, flows())
+		}
+		if err := ping("10.91.1.1:8061"); err != nil || flows() != n+1 {
+			t.Errorf("own subnet: %v, flows %d (want direct)", err, flows())
+		}
+	})
+
+	t.Run("fwmark", func(t *testing.T) {
+		d.cli.MustRun("ip", "route", "add", "10.92.0.0/24", "via", "10.91.1.1")
+		defer d.cli.MustRun("ip", "route", "del", "10.92.0.0/24", "via", "10.91.1.1")
+		if err := d.cli.Nft("table inet mptmark {\n chain out {\n  type route hook output priority mangle; policy accept;\n  ip daddr 10.92.0.2 tcp dport 8060 meta mark set 0x10\n }\n}\n"); err != nil {
+			t.Fatal(err)
+		}
+		defer d.cli.MustRun("nft", "delete", "table", "inet", "mptmark")
+		listenIn(t, d.srv, dServer+":8064", false, echo)
+		p := d.client("--proxy", dProxy+":5124", "--fwmark", "0x10")
+		defer d.stop(p)
+		n := flows()
+		if err := ping(dServer + ":8060"); err != nil || flows() != n+1 {
+			t.Errorf("marked: %v, flows %d -> %d (want captured)", err, n, flows())
+		}
+		if err := ping(dServer + ":8064"); err != nil || flows() != n+1 {
+			t.Errorf("unmarked: %v, flows %d (want direct)", err, flows())
+		}
+	})
+
+	t.Run("uplink-down-up", func(t *testing.T) {
+		p := d.client("--proxy", dProxy+":5124", "--route", "10.92.0.0/24")
+		defer d.stop(p)
+		d.cli.MustRun("ip", "link", "set", "c2", "down")
+		if out := d.cli.MustRun("ip", "route", "show", "table", "7102"); strings.Contains(out, "default via") {
+			t.Logf("route kept while down: %s", out)
+		}
+		d.cli.MustRun("ip", "link", "set", "c2", "up")
+		deadline := time.Now().Add(3*refreshInterval + time.Second)
+		for !strings.Contains(d.cli.MustRun("ip", "route", "show", "table", "7102"), "default via 10.91.2.1 dev c2") {
+			if time.Now().After(deadline) {
+				t.Fatalf("path B's route not restored: %s", d.cli.MustRun("ip", "route", "show", "table", "7102"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err := ping(dServer + ":8060"); err != nil {
+			t.Error(err)
+		}
+	})
+}

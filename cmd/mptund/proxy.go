@@ -145,6 +145,10 @@ func runProxy(ctx context.Context, cfg *daemonConfig, f *daemonFlags, stderr io.
 	}
 	d.logf("ready: listening on port %d, %s, paths: %s", cfg.Listen, mode, strings.Join(names, "; "))
 
+	refreshCtx, stopRefresh := context.WithCancel(ctx)
+	refreshDone := make(chan struct{})
+	go func() { d.refreshUplinks(refreshCtx); close(refreshDone) }()
+	defer func() { stopRefresh(); <-refreshDone }()
 	runSignals(ctx, func() {
 		d.reloadConfig()
 		if nc, err := buildConfig("proxy", f); err == nil {

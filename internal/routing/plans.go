@@ -310,3 +310,27 @@ func InterfaceAddr(dev string) (netip.Addr, error) {
 	}
 	return netip.Addr{}, fmt.Errorf("routing: interface %s has no IPv4 address", dev)
 }
+
+// RefreshDefault puts the default route of an uplink's table back: the
+// kernel deletes it when the interface goes down, and does not restore it
+// when the interface comes back. gw is the configured gateway, or the zero
+// Addr to follow the main table's (which DHCP keeps up to date). The
+// change is not recorded: the route's removal is already. Errors (the
+// interface still down) are returned for the caller to ignore.
+func RefreshDefault(dev string, gw netip.Addr, table int) error {
+	if !gw.IsValid() {
+		var err error
+		if gw, err = DefaultGateway(dev); err != nil {
+			return err
+		}
+	}
+	args := []string{"route", "replace", "default"}
+	if gw.IsValid() {
+		args = append(args, "via", gw.String())
+	}
+	args = append(args, "dev", dev, "table", strconv.Itoa(table))
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip %v: %v: %s", args, err, out)
+	}
+	return nil
+}
