@@ -134,7 +134,6 @@ type client struct {
 	capture   *routing.Setup
 	transport converterTransport
 	pending   atomic.Int64 // connections being opened
-	stopping  atomic.Bool
 	flowCtx   context.Context
 }
 
@@ -203,7 +202,6 @@ func runClient(ctx context.Context, cfg *daemonConfig, f *daemonFlags, stderr io
 	go func() { d.refreshUplinks(refreshCtx); close(refreshDone) }()
 	defer func() { stopRefresh(); <-refreshDone }()
 	runSignals(ctx, d.reloadConfig)
-	c.stopping.Store(true)
 	n := d.flows.active()
 	d.logf("stopping: %d connections open, draining for up to %v", n, cfg.DrainTimeout)
 	if !d.flows.drain(cfg.DrainTimeout) {
@@ -229,13 +227,12 @@ func (c *client) close() {
 // handle opens the connection an application asked for and relays it.
 // Runs on a goroutine of its own per connection.
 func (c *client) handle(r *appstack.Request) {
-	if c.stopping.Load() || c.flows.active()+int(c.pending.Load()) >= c.cfg.MaxFlows {
+	if c.flows.active()+int(c.pending.Load()) >= c.cfg.MaxFlows || !c.flows.enter() {
 		c.flows.failed.Add(1)
 		r.Refuse()
 		return
 	}
-	c.flows.done.Add(1)
-	defer c.flows.done.Done()
+	defer c.flows.leave()
 	c.pending.Add(1)
 	ctx, cancel := context.WithTimeout(c.flowCtx, c.cfg.DialTimeout)
 	start := time.Now()

@@ -462,14 +462,19 @@ type flow struct {
 
 // flowTable holds the flows being relayed.
 type flowTable struct {
-	mu     sync.Mutex
-	next   uint64
-	m      map[uint64]*flow
-	done   sync.WaitGroup
-	total  atomic.Uint64 // relayed, ended or not
-	failed atomic.Uint64 // could not be opened
-	resets atomic.Uint64 // ended by a reset
-	bytes  [2]atomic.Uint64
+	mu   sync.Mutex
+	next uint64
+	m    map[uint64]*flow
+	// busy counts the connections being handled (opened or relayed);
+	// once closing is set, enter refuses new ones and idle is closed when
+	// busy drops to zero. Guarded by mu.
+	busy    int
+	closing bool
+	idle    chan struct{}
+	total   atomic.Uint64 // relayed, ended or not
+	failed  atomic.Uint64 // could not be opened
+	resets  atomic.Uint64 // ended by a reset
+	bytes   [2]atomic.Uint64
 }
 
 func (t *flowTable) add(f *flow) {
@@ -506,13 +511,45 @@ func (t *flowTable) snapshot() []*flow {
 	return out
 }
 
-// drain waits until no flow is left or timeout passes; it reports whether
-// all ended.
+// enter registers a connection being handled; it returns false once the
+// daemon is stopping (then the caller refuses the connection).
+func (t *flowTable) enter() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closing {
+		return false
+	}
+	t.busy++
+	return true
+}
+
+// leave ends what enter began.
+func (t *flowTable) leave() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.busy--
+	if t.busy == 0 && t.closing && t.idle != nil {
+		close(t.idle)
+		t.idle = nil
+	}
+}
+
+// drain stops new connections and waits until none is left or timeout
+// passes; it reports whether all ended.
 func (t *flowTable) drain(timeout time.Duration) bool {
-	done := make(chan struct{})
-	go func() { t.done.Wait(); close(done) }()
+	t.mu.Lock()
+	t.closing = true
+	if t.busy == 0 {
+		t.mu.Unlock()
+		return true
+	}
+	if t.idle == nil {
+		t.idle = make(chan struct{})
+	}
+	idle := t.idle
+	t.mu.Unlock()
 	select {
-	case <-done:
+	case <-idle:
 		return true
 	case <-time.After(timeout):
 		return false

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -310,6 +311,8 @@ func (r *demoRun) run(ctx context.Context, bin string) error {
 	lastT := start
 	var final *Status
 	downState := 0 // 0 before, 1 down, 2 restored
+	recovered := false
+	var steady []float64 // goodput / (A+B), each second both paths worked
 	sum := float64(rateA + rateB)
 	var readErr error
 	finished := false
@@ -348,10 +351,19 @@ func (r *demoRun) run(ctx context.Context, bin string) error {
 			g := float64(got.Load()-lastApp) / dt
 			r.say("  %5s  %5.2f  %5.1f %-10s  %5.2f  %5.1f %-10s  %5.1f Mbit/s  %3.0f%%", fmtSec(el),
 				a/1e6, a*8/1e6, "", b/1e6, b*8/1e6, "", g*8/1e6, 100*g/sum)
+			switch {
+			case downState == 2 && !recovered && b > 0.5*float64(rateB):
+				recovered = true
+				r.say("  %5s  path B carries its share again, %.0f s after it came back (its subflow resumed at its next retransmission timeout)",
+					fmtSec(el), (el - o.downAt - o.downFor).Seconds())
+			case (downState == 0 && el >= 3*time.Second) || (downState == 2 && recovered):
+				steady = append(steady, g/sum)
+			}
 			last, lastApp, lastT = per, got.Load(), now
 		}
 	}
 	el := time.Since(start)
+	backendDone := o.duration
 	if readErr != nil {
 		return fmt.Errorf("download: %w", readErr)
 	}
@@ -370,8 +382,15 @@ func (r *demoRun) run(ctx context.Context, bin string) error {
 	avail := float64(rateA)*el.Seconds() + float64(rateB)*(el.Seconds()-boolSec(o.downAt > 0, o.downFor))
 	r.say("  downloaded %.1f MB in %.1f s: goodput %.1f Mbit/s = %.0f%% of the sum of the path rates (%s + %s)",
 		float64(total)/1e6, el.Seconds(), goodput*8/1e6, 100*goodput/sum, formatRate(rateA), formatRate(rateB))
+	if len(steady) > 0 {
+		slices.Sort(steady)
+		r.say("  while both paths worked (median of %d one-second samples): %.0f%% of the sum of the path rates", len(steady), 100*steady[len(steady)/2])
+	}
 	if o.downAt > 0 {
 		r.say("  with path B down for %v, the paths could carry %.1f MB: the download used %.0f%% of that", o.downFor, avail/1e6, 100*float64(total)/avail)
+	}
+	if tail := el - backendDone; tail > time.Second {
+		r.say("  the backend stopped sending after %v; the last %.1f s delivered what the buffers along the way held", backendDone, tail.Seconds())
 	}
 	if final != nil && len(final.Flows) > 0 {
 		f := final.Flows[0]

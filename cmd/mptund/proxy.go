@@ -124,9 +124,12 @@ func runProxy(ctx context.Context, cfg *daemonConfig, f *daemonFlags, stderr io.
 			if err != nil {
 				return
 			}
-			d.flows.done.Add(1)
+			if !d.flows.enter() {
+				abortConn(c)
+				continue
+			}
 			go func() {
-				defer d.flows.done.Done()
+				defer d.flows.leave()
 				p.serve(flowCtx, c)
 			}()
 		}
