@@ -947,3 +947,57 @@ func TestCaptureModesNS(t *testing.T) {
 		}
 	})
 }
+
+// TestDrainNS: SIGTERM lets an open connection finish (within
+// drain_timeout) while new ones are refused, then the client exits
+// cleanly; one that outlasts drain_timeout is reset.
+func TestDrainNS(t *testing.T) {
+	d := newDTopo(t)
+	defer d.stopAll()
+	d.proxy("--allow", "10.92.0.0/24")
+	cfg := filepath.Join(d.dir, "drain.toml")
+	os.WriteFile(cfg, []byte("[engine]\ndrain_timeout = \"3s\"\n"), 0o644)
+	p := d.client("--config", cfg, "--proxy", dProxy+":5124", "--route", "10.92.0.0/24")
+	data := randomBytes(1 << 20)
+	// Slow server: 1 MiB over about 1.5 s; a second one that never ends.
+	listenIn(t, d.srv, dServer+":8070", false, func(c *net.TCPConn) {
+		defer c.Close()
+		for i := 0; i < len(data); i += 64 << 10 {
+			c.Write(data[i : i+64<<10])
+			time.Sleep(90 * time.Millisecond)
+		}
+	})
+	listenIn(t, d.srv, dServer+":8071", false, func(c *net.TCPConn) {
+		defer c.Close()
+		io.Copy(io.Discard, c)
+	})
+	slow, err := dialIn(d.cli, dServer+":8070", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	endless, err := dialIn(d.cli, dServer+":8071", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer endless.Close()
+	time.Sleep(200 * time.Millisecond)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	p.waitLine(t, "stopping: 2 connections open", 5*time.Second)
+	if _, err := dialIn(d.cli, dServer+":8070", false); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("new connection while draining: %v, want ECONNREFUSED", err)
+	}
+	slow.SetDeadline(time.Now().Add(10 * time.Second))
+	got, err := io.ReadAll(slow)
+	if err != nil || shaOf(got) != shaOf(data) {
+		t.Errorf("draining connection: %d of %d bytes, %v", len(got), len(data), err)
+	}
+	slow.Close() // both directions done: this one is over
+	endless.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := endless.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("connection outlasting the drain: %v, want ECONNRESET", err)
+	}
+	p.waitLine(t, "resetting 1 connections left", 5*time.Second)
+	p.wait(t, 15*time.Second) // exits on its own; d.stop checks the status
+	d.stop(p)
+}
