@@ -17,7 +17,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -201,11 +200,11 @@ func BenchmarkConversionDelay(b *testing.B) {
 		}
 	}()
 	type result struct {
-		name       string
-		syn, first []time.Duration
+		name, metric string
+		syn, first   []time.Duration
 	}
-	run := func(name, addr string, convertMode bool) result {
-		r := result{name: name}
+	run := func(name, metric, addr string, convertMode bool) result {
+		r := result{name: name, metric: metric}
 		req := convert.NewRequest(netip.MustParseAddrPort("10.92.0.2:7000"), nil)
 		for range n {
 			t0 := time.Now()
@@ -232,9 +231,9 @@ func BenchmarkConversionDelay(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		res := []result{
-			run("kernel MPTCP splice proxy", "10.91.1.1:6000", false),
-			run("mptund proxy --backend", "10.93.0.2:5124", false),
-			run("mptund proxy, Convert header", "10.93.1.2:5124", true),
+			run("kernel MPTCP splice proxy", "kernel_syn_ms", "10.91.1.1:6000", false),
+			run("mptund proxy --backend", "backend_syn_ms", "10.93.0.2:5124", false),
+			run("mptund proxy, Convert header", "convert_syn_ms", "10.93.1.2:5124", true),
 		}
 		base := res[0]
 		fmt.Printf("\nconversion delay, kernel MPTCP client -> proxy -> kernel TCP backend, %d connections each, one at a time:\n", n)
@@ -244,7 +243,7 @@ func BenchmarkConversionDelay(b *testing.B) {
 			f50, f90 := quantile(r.first, 0.5), quantile(r.first, 0.9)
 			fmt.Printf("  %-30s %14s %14s %7.2fx   %14s %14s %7.2fx\n", r.name, ms(s50), ms(s90),
 				float64(s50)/float64(quantile(base.syn, 0.5)), ms(f50), ms(f90), float64(f50)/float64(quantile(base.first, 0.5)))
-			b.ReportMetric(float64(s50)/1e6, strings.ReplaceAll(r.name, " ", "_")+"_syn_ms")
+			b.ReportMetric(float64(s50)/1e6, r.metric)
 		}
 	}
 }
@@ -309,6 +308,14 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Fatal(err)
 		}
 		x.stopDaemon(cl)
+		// The same with one subflow (no join): the pipeline's own capacity.
+		cl = x.daemon(x.cli, "client", "client", "--uplink", "c1,gw=10.91.1.1,tun=mpta", "--uplink", "c2,gw=10.91.2.1,tun=mptb",
+			"--proxy", "10.93.0.2:5124", "--route", "10.92.0.0/24", "--state-dir", x.dir+"/c", "--subflows", "0")
+		one, err := download(int(unshaped / time.Second))
+		if err != nil {
+			b.Fatal(err)
+		}
+		x.stopDaemon(cl)
 		// Shaped: 20 + 10 Mbit/s each way, 10 and 40 ms of added RTT.
 		for _, s := range []struct {
 			ns   *topo.NS
@@ -330,9 +337,11 @@ func BenchmarkThroughput(b *testing.B) {
 		sum := 30e6 / 8
 		fmt.Printf("\nthroughput of a kernel-TCP download through mptund client + proxy (Convert), two paths:\n")
 		fmt.Printf("  %-48s %10.1f MB/s %8.0f Mbit/s\n", "kernel TCP over path A alone (no mptund)", kernel/1e6, kernel*8/1e6)
+		fmt.Printf("  %-48s %10.1f MB/s %8.0f Mbit/s   %.2fx kernel TCP\n", "mptund, unshaped, one subflow (--subflows 0)", one/1e6, one*8/1e6, one/kernel)
 		fmt.Printf("  %-48s %10.1f MB/s %8.0f Mbit/s   %.2fx kernel TCP\n", "mptund, two unshaped paths", mp/1e6, mp*8/1e6, mp/kernel)
 		fmt.Printf("  %-48s %10.2f MB/s %8.1f Mbit/s   %.0f%% of 20+10 Mbit/s (%v, incl. slow start)\n", "mptund, 20 + 10 Mbit/s, RTT +10/+40 ms", sh/1e6, sh*8/1e6, 100*sh/sum, shaped)
 		b.ReportMetric(mp/1e6, "unshaped_MB/s")
+		b.ReportMetric(one/1e6, "one_subflow_MB/s")
 		b.ReportMetric(sh/sum, "shaped_fraction")
 	}
 }
