@@ -103,7 +103,9 @@ func init() {
 		if o.upload < 0 || o.upload > 1<<30 {
 			return usageError(stderr, fs, "--upload %d: want 0..1 GiB", o.upload)
 		}
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		// A closed output pipe (mptund demo | head) ends the demo like
+		// Ctrl-C: cleaned up, not killed.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGPIPE)
 		defer stop()
 		return runDemo(ctx, o, stdout, stderr)
 	}
