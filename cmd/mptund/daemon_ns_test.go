@@ -1001,3 +1001,53 @@ func TestDrainNS(t *testing.T) {
 	p.wait(t, 15*time.Second) // exits on its own; d.stop checks the status
 	d.stop(p)
 }
+
+// TestThrottleNS: the proxy limits each subflow on its path
+// (subflow-rate): a download through client and proxy runs on both
+// subflows, each within its limit, and so at about twice one limit.
+func TestThrottleNS(t *testing.T) {
+	d := newDTopo(t)
+	defer d.stopAll()
+	d.procs = append(d.procs, startMptund(t, d.prx, d.bin, io.Discard, "proxy", "--path",
+		"mpp0,addr="+dProxy+"/24,peer=10.93.0.1/24,subflow-rate=16mbit", "--allow", "10.92.0.0/24",
+		"--status", d.dir+"/proxy.sock", "--state-dir", d.dir+"/proxy"))
+	d.procs[len(d.procs)-1].waitLine(t, ": ready:", 20*time.Second)
+	d.client("--proxy", dProxy+":5124", "--route", "10.92.0.0/24")
+	down := randomBytes(8 << 20)
+	listenIn(t, d.srv, dServer+":8080", false, func(c *net.TCPConn) {
+		defer c.Close()
+		c.Write(down)
+		c.CloseWrite()
+		io.Copy(io.Discard, c)
+	})
+	c, err := dialIn(d.cli, dServer+":8080", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	c.SetDeadline(time.Now().Add(dTimeout))
+	in, err := io.ReadAll(c)
+	el := time.Since(start).Seconds()
+	if err != nil || shaOf(in) != shaOf(down) {
+		t.Fatalf("download: %d bytes, %v", len(in), err)
+	}
+	st := d.status("client")
+	if len(st.Flows) != 1 || len(st.Flows[0].Subflows) != 2 {
+		t.Fatalf("client flows: %+v", st.Flows)
+	}
+	const limit = 2e6 // 16 Mbit/s
+	for _, s := range st.Flows[0].Subflows {
+		if r := float64(s.BytesReceived) / el; r > 1.25*limit {
+			t.Errorf("subflow on %s: %.2f MB/s, over its 2 MB/s limit", s.Path, r/1e6)
+		}
+	}
+	if r := float64(len(in)) / el; r < 1.2*limit || r > 2.5*limit {
+		t.Errorf("download at %.2f MB/s, want between one and two subflow limits (2 MB/s each)", r/1e6)
+	}
+	ps := d.status("proxy")
+	if ps.Paths[0].Shaper == nil || ps.Paths[0].Shaper.Egress.Packets == 0 {
+		t.Errorf("proxy shaper: %+v", ps.Paths[0].Shaper)
+	}
+	t.Logf("8 MiB in %.2f s (%.2f MB/s) with each subflow limited to 2 MB/s", el, float64(len(in))/el/1e6)
+}
