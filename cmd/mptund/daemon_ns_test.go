@@ -178,7 +178,7 @@ func (d *dtopo) stopAll() {
 			}
 		}
 		out, _ = ns.Run("ip", "-o", "link")
-		for _, tun := range []string{"mpta", "mptb", "mptapp0", "mpp0", "mpp1"} {
+		for _, tun := range []string{"mpta", "mptb", "mptapp0", "mpp0", "mpp1", "mptp0", "mptp1", "mptc0", "mptc1"} {
 			if strings.Contains(out, ": "+tun+":") {
 				d.t.Errorf("%s: TUN %s left behind", ns.Name, tun)
 			}
@@ -1050,4 +1050,38 @@ func TestThrottleNS(t *testing.T) {
 		t.Errorf("proxy shaper: %+v", ps.Paths[0].Shaper)
 	}
 	t.Logf("8 MiB in %.2f s (%.2f MB/s) with each subflow limited to 2 MB/s", el, float64(len(in))/el/1e6)
+}
+
+// TestProxyUplinkNS: "mptund proxy --uplink" on the proxy host's real
+// interfaces: kernel MPTCP clients connect to r1's own address (DNAT to
+// the engine), learn r2's address from ADD_ADDR and join there too.
+func TestProxyUplinkNS(t *testing.T) {
+	netns.RequireMPTCP(t)
+	d := newDTopo(t)
+	defer d.stopAll()
+	d.cli.MPTCPLimits(2, 1)
+	d.start(d.prx, "proxy", "-v", "--uplink", "r1", "--uplink", "r2,signal", "--backend", dServer+":8090",
+		"--status", d.dir+"/proxy.sock", "--state-dir", d.dir+"/proxy")
+	up, down := randomBytes(4<<20), randomBytes(4<<20)
+	got := make(chan []byte, 1)
+	listenIn(t, d.srv, dServer+":8090", false, halfCloseServer(down, got))
+	before, _ := d.cli.MPTCPCounters()
+	c, err := dialIn(d.cli, "10.91.1.1:5124", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	in, err := exchange(c, up, dTimeout)
+	if err != nil || shaOf(in) != shaOf(down) || shaOf(<-got) != shaOf(up) {
+		t.Fatalf("through the proxy's uplinks: %d bytes, %v", len(in), err)
+	}
+	after, _ := d.cli.MPTCPCounters()
+	for name, want := range map[string]uint64{"MPTcpExtAddAddr": 1, "MPTcpExtMPJoinSynAckRx": 1} {
+		if v := after[name] - before[name]; v != want {
+			t.Errorf("kernel client %s moved by %d, want %d", name, v, want)
+		}
+	}
+	if st := d.status("proxy"); len(st.Paths) != 2 || st.Paths[1].Public != "10.91.2.1" {
+		t.Errorf("proxy paths: %+v", st.Paths)
+	}
 }
