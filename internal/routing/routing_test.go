@@ -36,7 +36,7 @@ func TestUplinkCaptureAndUndo(t *testing.T) {
 	ns.MustRun("ip", "link", "set", "app0", "up")
 	// (IPv6 link-local routes come and go on their own: only the tables
 	// and rules this package touches are compared.)
-	before := ns.MustRun("sh", "-c", "ip rule; ip -6 rule; ip -4 route show table all; ip -6 route show table 7100; nft list ruleset; sysctl net.ipv4.conf.up0.forwarding net.ipv4.conf.pt0.forwarding net.ipv4.conf.app0.rp_filter")
+	before := ns.MustRun("sh", "-c", "ip rule; ip -6 rule; ip -4 route show table all; ip -6 route show table 7100 2>/dev/null; nft list ruleset; sysctl net.ipv4.conf.up0.forwarding net.ipv4.conf.pt0.forwarding net.ipv4.conf.app0.rp_filter")
 
 	state := filepath.Join(t.TempDir(), "state.json")
 	var s *Setup
@@ -92,7 +92,7 @@ func TestUplinkCaptureAndUndo(t *testing.T) {
 		}
 		return s2.Close()
 	})
-	after := ns.MustRun("sh", "-c", "ip rule; ip -6 rule; ip -4 route show table all; ip -6 route show table 7100; nft list ruleset; sysctl net.ipv4.conf.up0.forwarding net.ipv4.conf.pt0.forwarding net.ipv4.conf.app0.rp_filter")
+	after := ns.MustRun("sh", "-c", "ip rule; ip -6 rule; ip -4 route show table all; ip -6 route show table 7100 2>/dev/null; nft list ruleset; sysctl net.ipv4.conf.up0.forwarding net.ipv4.conf.pt0.forwarding net.ipv4.conf.app0.rp_filter")
 	if after != before {
 		t.Errorf("left behind:\nbefore:\n%s\nafter:\n%s", before, after)
 	}
