@@ -8,6 +8,10 @@
 //
 // Commands:
 //
+//	demo [flags]                 run the built-in two-path demonstration in network namespaces
+//	client [flags]               carry unmodified applications' TCP over Multipath TCP
+//	proxy [flags]                accept Multipath TCP and forward it over TCP (RFC 8803 converter)
+//	status SOCKET                print a running client's or proxy's live state
 //	connect [flags] ADDR:PORT    connect through the engine on a new TUN, netcat style
 //	listen [flags] [ADDR:]PORT   accept a connection through the engine, netcat style
 //	pcap inspect FILE [--json]   check the MPTCP conversations in a capture
@@ -41,9 +45,12 @@ type command struct {
 	run     func(args []string, stdout, stderr io.Writer) int
 }
 
-// commands lists the subcommands in help order. Later subcommands
-// (client, server, status) are added here.
+// commands lists the subcommands in help order.
 var commands = []*command{
+	demoCommand,
+	clientCommand,
+	proxyCommand,
+	statusCommand,
 	connectCommand,
 	listenCommand,
 	pcapCommand,
