@@ -182,8 +182,12 @@ type Conn struct {
 
 	// Receive side; rx is nil until the peer's key is known. rcvLimit is
 	// its current size (auto-tuned).
-	rx         *dsnmap.Reassembler
-	rcvLimit   int
+	rx       *dsnmap.Reassembler
+	rcvLimit int
+	// rcvEdge is the right edge of the window advertised, in data
+	// sequence space; it never moves back (ReceiveWindow).
+	rcvEdge    dsnmap.DSN
+	rcvEdgeSet bool
 	tune       rcvTune
 	lastAdvWnd int // window advertised by the last ACK, for window updates
 	// rcvFIN is the DSN of the peer's DATA_FIN once announced (rcvFINSet);

@@ -889,12 +889,21 @@ func (c *Conn) tryFIN(s *Subflow) {
 // is still taken as plausible (the reassembler's own slack).
 func (c *Conn) rxSlack() int { return max(c.rcvLimit/4, 64<<10) }
 
-// ReceiveWindow implements tcp.Receiver: the connection-level window.
+// ReceiveWindow implements tcp.Receiver: the connection-level window,
+// relative to the Data ACK (RFC 8684 §3.3.4). Its right edge never moves
+// back in data sequence space (RFC 9293 §3.8.6.2.2 applied at the data
+// level, as Linux's mptcp_set_rwin does): every subflow advertises the
+// same edge, however the other subflows' data filled the buffer.
 func (s *Subflow) ReceiveWindow() (int, bool) {
-	if s.c.rx == nil {
+	c := s.c
+	if c.rx == nil {
 		return 0, false
 	}
-	return s.c.rx.Window(), true
+	next := c.rx.Next()
+	if edge := next + dsnmap.DSN(c.rx.Window()); !c.rcvEdgeSet || int64(edge-c.rcvEdge) > 0 {
+		c.rcvEdge, c.rcvEdgeSet = edge, true
+	}
+	return int(max(int64(c.rcvEdge-next), 0)), true
 }
 
 // StateChanged implements tcp.Extension.

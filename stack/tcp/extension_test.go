@@ -142,8 +142,9 @@ func TestExtensionHooks(t *testing.T) {
 	if n, err := p.b.Read(make([]byte, 10)); n != 0 || err != tcp.ErrWouldBlock {
 		t.Fatalf("Read with a Receiver extension: %d %v", n, err)
 	}
-	if w := p.a.Info().SndWnd; w < 299_000 || w > 300_000 {
-		t.Fatalf("client sees window %d, want the extension's 300000", w)
+	// The extension's window, rounded up to the window scale.
+	if in := p.a.Info(); in.SndWnd < 300_000 || in.SndWnd >= 300_000+1<<in.SndWScale {
+		t.Fatalf("client sees window %d, want the extension's 300000 rounded up to a multiple of %d", in.SndWnd, 1<<in.SndWScale)
 	}
 	if p.a.Info().Retransmits == 0 {
 		t.Fatal("no retransmissions on a lossy link: test too weak")

@@ -50,6 +50,23 @@ func (e *Endpoint) windowField(syn bool) uint16 {
 		shift = e.rcvWS
 	}
 	nxt := e.rcvNxtOff()
+	if e.rx != nil && e.rb.size != 0 {
+		if rw, ok := e.rx.ReceiveWindow(); ok {
+			// The extension's window (MPTCP's connection-level window,
+			// RFC 8684 §3.3.4) is relative to its own acknowledgement
+			// (the Data ACK) and keeps its own never-shrink rule there:
+			// advertise it as it is, rounded up to the scale. Keeping the
+			// right edge in this subflow's sequence space instead would
+			// overstate it whenever the other subflows' data filled the
+			// shared buffer. What this subflow accepts still never
+			// shrinks (rcvAdvEdge): bytes already sent within an edge it
+			// offered are not refused.
+			f := (uint64(max(rw, 0)) + 1<<shift - 1) >> shift
+			f = min(f, 0xffff)
+			e.rcvAdvEdge = max(e.rcvAdvEdge, nxt+f<<shift)
+			return uint16(f)
+		}
+	}
 	edge := max(e.rb.nxt+w, e.rcvAdvEdge)
 	if edge < nxt {
 		edge = nxt
