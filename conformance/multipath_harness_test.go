@@ -192,7 +192,7 @@ func newMPRig(t *testing.T, cfg mpRigConfig) *mpRig {
 	}
 	r.captureOnFailure(t)
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() || os.Getenv("MPTUND_MP_EVENTS") == "1" {
 			t.Logf("engine events:\n%s", r.log.String())
 			if out, err := r.ns.Run("ip", "mptcp", "endpoint", "show"); err == nil {
 				t.Logf("kernel endpoints:\n%s", out)
@@ -239,6 +239,15 @@ type mpEventLog struct {
 	start time.Time
 	mu    sync.Mutex
 	lines []string
+	// closed are the subflows as they were when they closed (their
+	// final byte counters), ConnInfo listing only live ones.
+	closed []mptcp.SubflowInfo
+}
+
+func (l *mpEventLog) closedSubflows() []mptcp.SubflowInfo {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.closed)
 }
 
 func (l *mpEventLog) add(format string, args ...any) {
@@ -271,7 +280,10 @@ func (l *mpEventLog) tracer() *mptcp.Tracer {
 			l.add("subflow established %s", sfString(s))
 		},
 		SubflowClosed: func(c *mptcp.Conn, s mptcp.SubflowInfo, err error) {
-			l.add("subflow closed %s sent=%d: %v", sfString(s), s.BytesSent, err)
+			l.add("subflow closed %s sent=%d received=%d: %v", sfString(s), s.TCP.BytesSent, s.TCP.BytesReceived, err)
+			l.mu.Lock()
+			l.closed = append(l.closed, s)
+			l.mu.Unlock()
 		},
 		SubflowPriority: func(c *mptcp.Conn, s mptcp.SubflowInfo, local bool) {
 			l.add("subflow priority (local=%v) %s", local, sfString(s))
@@ -656,9 +668,12 @@ type mpXfer struct {
 	// that something can happen in the middle of the transfer.
 	rate float64
 	// at, with hook, runs hook once in the engine's writer after it wrote
-	// at bytes (the kernel's writer goes on meanwhile).
-	at   int64
-	hook func()
+	// at bytes (the kernel's writer goes on meanwhile); kernelAt and
+	// kernelHook likewise in the kernel's writer.
+	at         int64
+	hook       func()
+	kernelAt   int64
+	kernelHook func()
 	// timeout bounds the whole transfer.
 	timeout time.Duration
 }
@@ -674,6 +689,29 @@ type mpXferResult struct {
 	// hookWritten is how much the engine's writer had written when the
 	// hook ran, and kernWrittenAtHook the kernel's writer.
 	hookWritten, kernWrittenAtHook int64
+	// received are the bytes read by the kernel and by the engine,
+	// readErr their readers' errors and writeErr the writers' (engine,
+	// kernel).
+	received, mismatch [2]int64
+	readErr, writeErr  [2]error
+	// info is the engine's view of the connection right after the
+	// transfer (its live subflows), closed the subflows closed by then.
+	info   stack.ConnInfo
+	closed []stack.SubflowInfo
+}
+
+// subflowBytes returns what the engine sent and received on the subflows
+// matching w during the transfer's connection (whole life: the live
+// subflows and those closed meanwhile).
+func (res *mpXferResult) subflowBytes(w mpSubflowWant) (sent, rcvd int64, found bool) {
+	for _, s := range append(slices.Clone(res.info.Subflows), res.closed...) {
+		if w.matchesAddrs(s) {
+			sent += int64(s.TCP.BytesSent)
+			rcvd += int64(s.TCP.BytesReceived)
+			found = true
+		}
+	}
+	return sent, rcvd, found
 }
 
 // mpLinkBytes are the kernel's byte counters of a TUN: rx is what the
@@ -762,11 +800,48 @@ func (p *mpWriter) run() ([]byte, error) {
 	return h.Sum(nil), nil
 }
 
-// readAll reads r to EOF and returns the count and SHA-256.
-func readAll(r net.Conn) (int64, []byte, error) {
+// mpReader reads a connection to EOF, hashing what it reads (SHA-256)
+// and comparing it with the stream the writer with the same seed
+// produces, so that a transfer cut short (a reset) can still be checked
+// byte for byte up to where it stopped.
+type mpReader struct {
+	n        int64
+	sum      []byte
+	mismatch int64 // offset of the first byte that differs, -1 if none
+	err      error
+}
+
+func readAll(r net.Conn, seed byte) mpReader {
+	want := rand.NewChaCha8([32]byte{'m', 'p', 'j', seed})
 	h := sha256.New()
-	n, err := io.CopyBuffer(h, r, make([]byte, 256<<10))
-	return n, h.Sum(nil), err
+	res := mpReader{mismatch: -1}
+	buf := make([]byte, 256<<10)
+	exp := make([]byte, len(buf))
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			h.Write(buf[:k])
+			want.Read(exp[:k])
+			if res.mismatch < 0 {
+				for i := range k {
+					if buf[i] != exp[i] {
+						res.mismatch = res.n + int64(i)
+						break
+					}
+				}
+			}
+			res.n += int64(k)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			res.err = err
+			break
+		}
+	}
+	res.sum = h.Sum(nil)
+	return res
 }
 
 // transfer moves x.n bytes each way at once over c and checks each
@@ -792,32 +867,26 @@ func (r *mpRig) transfer(t *testing.T, c *mpConn, x mpXfer) *mpXferResult {
 			x.hook()
 		}
 	}
-	type done struct {
-		n   int64
-		sum []byte
-		err error
+	if x.kernelHook != nil {
+		kw.at, kw.hook = x.kernelAt, x.kernelHook
 	}
 	var wg sync.WaitGroup
 	var eSum, kSum []byte
 	var eErr, kErr error
-	var toKernel, toEngine done
+	var toKernel, toEngine mpReader
 	start := time.Now()
 	wg.Add(4)
 	go func() { defer wg.Done(); eSum, eErr = ew.run() }()
 	go func() { defer wg.Done(); kSum, kErr = kw.run() }()
-	go func() {
-		defer wg.Done()
-		toKernel.n, toKernel.sum, toKernel.err = readAll(c.kern)
-	}()
-	go func() {
-		defer wg.Done()
-		toEngine.n, toEngine.sum, toEngine.err = readAll(c.eng)
-	}()
+	go func() { defer wg.Done(); toKernel = readAll(c.kern, 'e') }()
+	go func() { defer wg.Done(); toEngine = readAll(c.eng, 'k') }()
 	wg.Wait()
 	res.elapsed = time.Since(start)
 	res.linkAfter = r.linkBytes(t)
-	verdict := func(wErr error, sum []byte, d done) error {
+	verdict := func(wErr error, sum []byte, d mpReader) error {
 		switch {
+		case d.mismatch >= 0:
+			return fmt.Errorf("received bytes differ from those sent from offset %d on (%d received)", d.mismatch, d.n)
 		case wErr != nil:
 			return wErr
 		case d.err != nil:
@@ -831,6 +900,12 @@ func (r *mpRig) transfer(t *testing.T, c *mpConn, x mpXfer) *mpXferResult {
 	}
 	res.e2k = verdict(eErr, eSum, toKernel)
 	res.k2e = verdict(kErr, kSum, toEngine)
+	res.received = [2]int64{toKernel.n, toEngine.n}
+	res.mismatch = [2]int64{toKernel.mismatch, toEngine.mismatch}
+	res.readErr = [2]error{toKernel.err, toEngine.err}
+	res.writeErr = [2]error{eErr, kErr}
+	res.info = c.eng.ConnInfo()
+	res.closed = r.log.closedSubflows()
 	return res
 }
 
@@ -883,6 +958,14 @@ type mpSubflowWant struct {
 
 func (w mpSubflowWant) String() string {
 	return fmt.Sprintf("engine %v id %d <-> kernel %v id %d join=%v backup(local %v peer %v)", w.engine, w.engineID, w.kernel, w.kernelID, w.join, w.localBackup, w.peerBackup)
+}
+
+// matchesAddrs reports whether s has w's addresses.
+func (w mpSubflowWant) matchesAddrs(s stack.SubflowInfo) bool {
+	eq := func(want, got netip.AddrPort) bool {
+		return want.Addr() == got.Addr().Unmap() && (want.Port() == 0 || want.Port() == got.Port())
+	}
+	return eq(w.engine, s.Local) && eq(w.kernel, s.Remote)
 }
 
 func (w mpSubflowWant) matches(s stack.SubflowInfo) bool {
@@ -971,6 +1054,37 @@ func (r *mpRig) waitSubflows(t *testing.T, c *mpConn, n int, timeout time.Durati
 	return waitFor(timeout, func() bool {
 		return len(liveSubflows(c.eng.ConnInfo())) == n && r.kernelSubflows(t) == n
 	})
+}
+
+// --- Paths --------------------------------------------------------------------
+
+// setLink takes the kernel side of path i's TUN down or up.
+func (r *mpRig) setLink(t *testing.T, path int, up bool) {
+	t.Helper()
+	state := "down"
+	if up {
+		state = "up"
+	}
+	r.ns.MustRun("ip", "link", "set", mpIfc(path), state)
+}
+
+// blackhole drops every packet crossing path i's TUN, both ways, in the
+// kernel namespace (nftables).
+func (r *mpRig) blackhole(t *testing.T, path int) {
+	t.Helper()
+	if err := r.ns.Nft(fmt.Sprintf(`table inet mpj_blackhole%d {
+	chain in {
+		type filter hook prerouting priority -300;
+		iifname "%s" counter drop
+	}
+	chain out {
+		type filter hook postrouting priority 300;
+		oifname "%s" counter drop
+	}
+}
+`, path, mpIfc(path), mpIfc(path))); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // --- Misc -----------------------------------------------------------------------
