@@ -421,9 +421,18 @@ func subflowList(subs []stack.SubflowInfo) string {
 // does with `ss -tOni | grep -c token`.
 func (r *mpRig) kernelSubflows(t *testing.T) int {
 	t.Helper()
-	out, err := r.ns.Run("ss", "-tnOi", "state", "established")
+	n, err := r.kernelSubflowCount()
 	if err != nil {
 		t.Fatal(err)
+	}
+	return n
+}
+
+// kernelSubflowCount is kernelSubflows for any goroutine.
+func (r *mpRig) kernelSubflowCount() (int, error) {
+	out, err := r.ns.Run("ss", "-tnOi", "state", "established")
+	if err != nil {
+		return 0, err
 	}
 	n := 0
 	for _, line := range strings.Split(out, "\n") {
@@ -431,7 +440,7 @@ func (r *mpRig) kernelSubflows(t *testing.T) int {
 			n++
 		}
 	}
-	return n
+	return n, nil
 }
 
 // waitFor polls cond every 10 ms until it holds or timeout passes; it
@@ -513,11 +522,16 @@ func (x rng) String() string {
 type mpExpect struct {
 	kernel, engine           map[string]rng
 	allowKernel, allowEngine []string
+	// notes explain an expectation in its failure message.
+	notes map[string]string
 }
 
 func newExpect() *mpExpect {
-	return &mpExpect{kernel: map[string]rng{}, engine: map[string]rng{}}
+	return &mpExpect{kernel: map[string]rng{}, engine: map[string]rng{}, notes: map[string]string{}}
 }
+
+// note attaches an explanation to the expectations of counter name.
+func (x *mpExpect) note(name, why string) { x.notes[name] = why }
 
 func (x *mpExpect) side(kernel bool) map[string]rng {
 	if kernel {
@@ -627,7 +641,11 @@ func (x *mpExpect) check(t *testing.T, label string, before, after mpSnap) {
 			}
 			d := int64(sd.a[name] - sd.b[name])
 			if want := sd.want[name]; !want.ok(d) {
-				t.Errorf("%s: %s %s moved by %d, want %v", label, sd.name, name, d, want)
+				why := ""
+				if n := x.notes[name]; n != "" {
+					why = " (" + n + ")"
+				}
+				t.Errorf("%s: %s %s moved by %d, want %v%s", label, sd.name, name, d, want, why)
 			}
 		}
 		for _, name := range sd.errs {
