@@ -104,6 +104,15 @@ type mpRigConfig struct {
 	// Nft, if set, is loaded into the namespace (nft -f) before the
 	// connection.
 	Nft string
+	// ShapeMbit, if positive, limits every path to that rate in each
+	// direction (tbf on the TUN for the kernel's packets, tbf on an ifb
+	// fed by the TUN's ingress for the engine's), as mptcp_join.sh's
+	// init_shapers does with netem rate: without a bottleneck one
+	// subflow takes everything and the others stay idle.
+	ShapeMbit int
+	// ShapePaths is how many paths (from path 1) ShapeMbit shapes; all
+	// when zero.
+	ShapePaths int
 }
 
 // mpRig is the four-path topology of one case.
@@ -178,6 +187,16 @@ func newMPRig(t *testing.T, cfg mpRigConfig) *mpRig {
 		}
 		r.ns.SetupLink(mpIfc(i), netns.LinkConfig{MTU: 1500,
 			Addrs: []string{mpKernelAddr(i, false).String() + "/24", mpKernelAddr(i, true).String() + "/64"}})
+	}
+	if cfg.ShapeMbit > 0 {
+		netns.RequireTools(t, "tc")
+		n := cfg.ShapePaths
+		if n <= 0 {
+			n = mpPaths
+		}
+		for i := 1; i <= n; i++ {
+			r.shape(t, i, cfg.ShapeMbit)
+		}
 	}
 	if l := cfg.KernelLimits; l != nil {
 		r.ns.MPTCPLimits(l[0], l[1])
@@ -947,16 +966,23 @@ func (r *mpRig) mustTransfer(t *testing.T, c *mpConn, x mpXfer) *mpXferResult {
 // Conn done), so that the counters of the closing handshakes are in.
 func (r *mpRig) finish(t *testing.T, c *mpConn) {
 	t.Helper()
+	r.finishWithin(t, c, 5*time.Second)
+}
+
+// finishWithin is finish with a bound on the wait (a case whose paths
+// failed leaves subflows that cannot finish their closing handshakes).
+func (r *mpRig) finishWithin(t *testing.T, c *mpConn, wait time.Duration) {
+	t.Helper()
 	eErr := c.eng.Close()
 	c.kern.Close()
 	if eErr != nil {
 		t.Errorf("engine Close after a complete transfer: %v", eErr)
 	}
-	if !waitFor(5*time.Second, func() bool {
+	if !waitFor(wait, func() bool {
 		k, err := r.ns.MPTCPCounters()
 		return err == nil && k["MPTcpExtMPCurrEstab"] == 0 && c.eng.Done()
 	}) {
-		t.Logf("connection not closed on both sides within 5s (engine done=%v)", c.eng.Done())
+		t.Logf("connection not closed on both sides within %v (engine done=%v)", wait, c.eng.Done())
 	}
 	time.Sleep(50 * time.Millisecond)
 }
@@ -1075,6 +1101,26 @@ func (r *mpRig) waitSubflows(t *testing.T, c *mpConn, n int, timeout time.Durati
 }
 
 // --- Paths --------------------------------------------------------------------
+
+// shape limits path i to mbit in each direction.
+func (r *mpRig) shape(t *testing.T, path, mbit int) {
+	t.Helper()
+	ifc, ifb := mpIfc(path), fmt.Sprintf("mpjb%d", path)
+	tbf := []string{"tbf", "rate", fmt.Sprintf("%dmbit", mbit), "burst", "16kb", "latency", "100ms"}
+	for _, cmd := range [][]string{
+		{"ip", "link", "add", ifb, "type", "ifb"},
+		{"ip", "link", "set", ifb, "up"},
+		append([]string{"tc", "qdisc", "add", "dev", ifc, "root"}, tbf...),
+		{"tc", "qdisc", "add", "dev", ifc, "handle", "ffff:", "ingress"},
+		{"tc", "filter", "add", "dev", ifc, "parent", "ffff:", "protocol", "all", "u32", "match", "u32", "0", "0",
+			"action", "mirred", "egress", "redirect", "dev", ifb},
+		append([]string{"tc", "qdisc", "add", "dev", ifb, "root"}, tbf...),
+	} {
+		if _, err := r.ns.Run(cmd[0], cmd[1:]...); err != nil {
+			t.Skipf("cannot shape the paths: %v", err)
+		}
+	}
+}
 
 // setLink takes the kernel side of path i's TUN down or up.
 func (r *mpRig) setLink(t *testing.T, path int, up bool) {
