@@ -1132,11 +1132,21 @@ func TestMultipathIPv6(t *testing.T) {
 				}
 			}
 			var engineJoined int64
-			m.after = func(t *testing.T, r *mpRig, c *mpConn, res *mpXferResult) {
-				engineJoined = int64(len(liveSubflows(c.eng.ConnInfo())) - 1)
+			m.xfer = func(r *mpRig, c *mpConn) mpXfer {
+				live := liveSubflows(c.eng.ConnInfo())
+				engineJoined = int64(len(live) - 1)
 				if joins < 0 {
 					t.Logf("the engine client joined the IPv6 address of an IPv4 connection: %v", engineJoined == 1)
+					if engineJoined > 1 || r.kernelSubflows(t) != len(live) {
+						t.Errorf("engine lists %d live subflows, kernel %d:%s", len(live), r.kernelSubflows(t), subflowList(live))
+					}
+					for _, s := range live {
+						if s.Join && !announcedJoin(role, tc.endpoint.V6, tc.endpoint.Path, 0).matches(s) {
+							t.Errorf("unexpected subflow %s", sfString(s))
+						}
+					}
 				}
+				return mpXfer{n: mpSize()}
 			}
 			m.expect = func(c *mpConn) *mpExpect {
 				x := newExpect()
