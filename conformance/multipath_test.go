@@ -522,51 +522,76 @@ func TestMultipathSignalPort(t *testing.T) {
 
 // TestMultipathAddAddrTimeout is mptcp_join.sh's add_addr_timeout_tests:
 // nftables drops the client's ADD_ADDR echoes, so the server retransmits
-// its ADD_ADDR after the timeout (engine AddAddrTimeout 1 s, kernel
-// net.mptcp.add_addr_timeout=1) up to 3 times: 4 ADD_ADDRs sent and
-// counted by the client, 4 echoes sent, none received; the client still
-// joins the address (once).
+// each ADD_ADDR after the timeout (engine AddAddrTimeout 1 s, kernel
+// net.mptcp.add_addr_timeout=1) up to 3 times: 4 ADD_ADDRs per address
+// sent and counted by the client, as many echoes sent, none received;
+// the client still joins each address (once). With
+// -conformance.multipath.long also over IPv6 ("ADD_ADDR6 timeout") and
+// with two addresses ("signal addresses, ADD_ADDR timeout": 8 of each).
 func TestMultipathAddAddrTimeout(t *testing.T) {
 	mpCheck(t)
-	eachRole(t, "signal", func(t *testing.T, role mpRole) {
-		sides := mpSides{role: role, clientLimits: limits{1, 1}, serverLimits: limits{1, 0},
-			serverEndpoints: []mpEndpoint{signalEndpoint(2)}}
-		base := mpRigConfig{}
-		if role.serverKernel() {
-			base.KernelSysctls = map[string]string{"net.mptcp.add_addr_timeout": "1"}
-			// The engine's echoes, on their way in.
-			base.Nft = "table inet mpj_echo {\n chain in {\n type filter hook input priority 0;\n tcp option mptcp subtype 3 counter drop\n }\n}\n"
-		} else {
-			base.Engine.AddAddrTimeout, base.Engine.AddAddrRetries = time.Second, 3
-			// The kernel's echoes, on their way out.
-			base.Nft = "table inet mpj_echo {\n chain out {\n type filter hook output priority 0;\n tcp option mptcp subtype 3 counter drop\n }\n}\n"
+	for _, tc := range []struct {
+		name  string
+		v6    bool
+		addrs []int
+		long  bool
+	}{
+		{"signal", false, []int{2}, false},
+		{"signal-v6", true, []int{2}, true},
+		{"two-signals", false, []int{2, 3}, true},
+	} {
+		if tc.long && !*mpLong {
+			continue
 		}
-		m := mpRun{role: role, cfg: sides.config(base), live: 2, waitFor: 10 * time.Second}
-		m.waitMore = func(r *mpRig, c *mpConn) bool {
-			s := r.snap(t)
-			tx := s.engine["AddAddrTx"]
-			if role.serverKernel() {
-				tx = s.kernel["AddAddrTx"]
+		eachRole(t, tc.name, func(t *testing.T, role mpRole) {
+			n := len(tc.addrs)
+			sides := mpSides{role: role, clientLimits: limits{n, n}, serverLimits: limits{n, 0}}
+			for _, p := range tc.addrs {
+				e := signalEndpoint(p)
+				e.V6 = tc.v6
+				sides.serverEndpoints = append(sides.serverEndpoints, e)
 			}
-			return tx >= 4
-		}
-		m.setup = func(r *mpRig, c *mpConn) {}
-		m.xfer = func(r *mpRig, c *mpConn) mpXfer {
-			// A fifth ADD_ADDR would come a timeout after the fourth.
-			time.Sleep(1500 * time.Millisecond)
-			return mpXfer{n: mpSize()}
-		}
-		m.subflows = func(c *mpConn) []mpSubflowWant {
-			return []mpSubflowWant{initialSub(c), announcedJoin(role, false, 2, 0)}
-		}
-		m.expect = func(c *mpConn) *mpExpect {
-			x := newExpect()
-			x.addAddr(role.serverKernel(), 4, 4, 4, 0)
-			x.join(role.serverKernel(), 1, 1, 1)
-			return x
-		}
-		m.run(t)
-	})
+			base := mpRigConfig{}
+			if role.serverKernel() {
+				base.KernelSysctls = map[string]string{"net.mptcp.add_addr_timeout": "1"}
+				// The engine's echoes, on their way in.
+				base.Nft = "table inet mpj_echo {\n chain in {\n type filter hook input priority 0;\n tcp option mptcp subtype 3 counter drop\n }\n}\n"
+			} else {
+				base.Engine.AddAddrTimeout, base.Engine.AddAddrRetries = time.Second, 3
+				// The kernel's echoes, on their way out.
+				base.Nft = "table inet mpj_echo {\n chain out {\n type filter hook output priority 0;\n tcp option mptcp subtype 3 counter drop\n }\n}\n"
+			}
+			want := int64(4 * n)
+			m := mpRun{role: role, cfg: sides.config(base), v6: tc.v6, live: 1 + n, waitFor: time.Duration(5*n+5) * time.Second}
+			m.waitMore = func(r *mpRig, c *mpConn) bool {
+				s := r.snap(t)
+				tx := s.engine["AddAddrTx"]
+				if role.serverKernel() {
+					tx = s.kernel["AddAddrTx"]
+				}
+				return int64(tx) >= want
+			}
+			m.xfer = func(r *mpRig, c *mpConn) mpXfer {
+				// One more ADD_ADDR would come a timeout after the last.
+				time.Sleep(1500 * time.Millisecond)
+				return mpXfer{n: mpSize()}
+			}
+			m.subflows = func(c *mpConn) []mpSubflowWant {
+				w := []mpSubflowWant{initialSub(c)}
+				for _, p := range tc.addrs {
+					w = append(w, announcedJoin(role, tc.v6, p, 0))
+				}
+				return w
+			}
+			m.expect = func(c *mpConn) *mpExpect {
+				x := newExpect()
+				x.addAddr(role.serverKernel(), want, want, want, 0)
+				x.join(role.serverKernel(), int64(n), int64(n), int64(n))
+				return x
+			}
+			m.run(t)
+		})
+	}
 }
 
 // --- 5. Remove ------------------------------------------------------------------
@@ -1529,4 +1554,82 @@ func TestMultipathForged(t *testing.T) {
 		}
 		m.run(t)
 	})
+}
+
+// --- 13. The shared receive window ----------------------------------------------
+
+// TestMultipathReceiveWindow: the receiver's connection-level window is
+// shared by the subflows (RFC 8684 §3.3.4: every subflow carries it,
+// relative to the Data ACK); with two subflows and a reader that starts
+// late (the buffer fills, the window closes, then opens as it reads), a
+// one-way transfer must go as fast as over one subflow: the receiver must
+// not advertise, on any subflow, a right edge beyond its buffer (the
+// sender takes the largest edge any subflow showed, as Linux's
+// msk->wnd_end does), nor drop data it let in (the engine's
+// Reassembly.Refused, counted as NoDSSInWindow). Both roles, both
+// directions (the reader late on the engine, then on the kernel).
+func TestMultipathReceiveWindow(t *testing.T) {
+	mpCheck(t)
+	for _, engineReads := range []bool{true, false} {
+		name := map[bool]string{true: "late-engine-reader", false: "late-kernel-reader"}[engineReads]
+		eachRole(t, name, func(t *testing.T, role mpRole) {
+			sides := mpSides{role: role, clientLimits: limits{1, 0}, serverLimits: limits{1, 0},
+				clientEndpoints: []mpEndpoint{subflowEndpoint(3)}}
+			r := newMPRig(t, sides.config(mpRigConfig{}))
+			before := r.snap(t)
+			c := r.open(t, role.engineClient, false)
+			if !r.waitSubflows(t, c, 2, 5*time.Second) {
+				t.Fatalf("second subflow not established: %s", subflowList(liveSubflows(c.eng.ConnInfo())))
+			}
+			n := int64(16 << 20)
+			var w, rd net.Conn = c.kern, c.eng
+			seed := byte('k')
+			if !engineReads {
+				w, rd, seed = c.eng, c.kern, 'e'
+			}
+			// Over one subflow this takes about half a second; 5 s is
+			// ten times that.
+			deadline := time.Now().Add(5 * time.Second)
+			w.SetDeadline(deadline)
+			rd.SetDeadline(deadline)
+			start := time.Now()
+			werr := make(chan error, 1)
+			go func() {
+				_, err := (&mpWriter{w: w, n: n, seed: seed}).run()
+				werr <- err
+			}()
+			time.Sleep(500 * time.Millisecond) // the reader starts late
+			got := readAll(rd, seed)
+			el := time.Since(start)
+			ci := c.eng.ConnInfo()
+			t.Logf("%d of %d bytes in %v; engine reassembly %+v", got.n, n, el.Round(time.Millisecond), ci.Data.Reassembly)
+			ok := true
+			switch {
+			case got.mismatch >= 0:
+				t.Errorf("received bytes differ from those sent from offset %d on", got.mismatch)
+				ok = false
+			case got.err != nil || got.n != n:
+				t.Errorf("read %d of %d bytes within 5 s: %v", got.n, n, got.err)
+				ok = false
+			}
+			if err := <-werr; err != nil {
+				t.Errorf("writer: %v", err)
+			}
+			if engineReads && ci.Data.Reassembly.Refused > 0 {
+				t.Errorf("the engine refused %d bytes as beyond its window: it advertised a right edge it does not honour", ci.Data.Reassembly.Refused)
+			}
+			if ok {
+				r.finish(t, c)
+			} else {
+				c.eng.Close()
+				c.kern.Close()
+				r.finishWithin(t, c, time.Second)
+			}
+			after := r.snap(t)
+			logMoved(t, "counters", before, after)
+			x := newExpect()
+			x.join(role.serverKernel(), 1, 1, 1)
+			x.check(t, "counters", before, after)
+		})
+	}
 }
