@@ -132,7 +132,7 @@ type mpRig struct {
 func mpCheck(t *testing.T) {
 	t.Helper()
 	netns.RequireMPTCP(t)
-	netns.RequireTools(t, "nstat", "ss", "sysctl", "nft")
+	netns.RequireTools(t, "nstat", "ss", "sysctl")
 }
 
 // newMPRig builds the topology: namespace, four TUNs, engine with one NIC
@@ -165,15 +165,16 @@ func newMPRig(t *testing.T, cfg mpRigConfig) *mpRig {
 			t.Error("TUN goroutines did not stop within 10s")
 		}
 	})
-	for _, kv := range [][2]string{
-		{"net.mptcp.enabled", "1"}, {"net.mptcp.pm_type", "0"}, {"net.mptcp.checksum_enabled", "0"},
-		{"net.ipv4.conf.all.rp_filter", "0"}, {"net.ipv4.conf.default.rp_filter", "0"},
-	} {
-		r.ns.Sysctl(kv[0], kv[1])
-	}
+	// One sysctl and one `ip -batch` for the whole kernel side: a
+	// command in the namespace costs about 10 ms, and there are many
+	// rigs.
+	sysctls := []string{"-qw", "net.mptcp.enabled=1", "net.mptcp.pm_type=0", "net.mptcp.checksum_enabled=0",
+		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"}
 	for _, k := range slices.Sorted(maps.Keys(cfg.KernelSysctls)) {
-		r.ns.Sysctl(k, cfg.KernelSysctls[k])
+		sysctls = append(sysctls, k+"="+cfg.KernelSysctls[k])
 	}
+	r.ns.MustRun("sysctl", sysctls...)
+	var batch strings.Builder
 	for i := 1; i <= mpPaths; i++ {
 		var ep *tun.Endpoint
 		if err := r.ns.Do(func() (err error) {
@@ -186,9 +187,20 @@ func newMPRig(t *testing.T, cfg mpRigConfig) *mpRig {
 		if _, err := eng.AddNIC(ep, netip.PrefixFrom(mpEngineAddr(i, false), 24), netip.PrefixFrom(mpEngineAddr(i, true), 64)); err != nil {
 			t.Fatal(err)
 		}
-		r.ns.SetupLink(mpIfc(i), netns.LinkConfig{MTU: 1500,
-			Addrs: []string{mpKernelAddr(i, false).String() + "/24", mpKernelAddr(i, true).String() + "/64"}})
+		fmt.Fprintf(&batch, "link set %[1]s mtu 1500\naddr add %[2]v/24 dev %[1]s\naddr add %[3]v/64 dev %[1]s nodad\nlink set %[1]s up\n",
+			mpIfc(i), mpKernelAddr(i, false), mpKernelAddr(i, true))
 	}
+	if l := cfg.KernelLimits; l != nil {
+		fmt.Fprintf(&batch, "mptcp limits set subflows %d add_addr_accepted %d\n", l[0], l[1])
+	}
+	for _, e := range cfg.KernelEndpoints {
+		fmt.Fprintf(&batch, "mptcp endpoint add %s\n", strings.Join(e.Args(), " "))
+	}
+	batchFile := filepath.Join(t.TempDir(), "ip.batch")
+	if err := os.WriteFile(batchFile, []byte(batch.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r.ns.MustRun("ip", "-batch", batchFile)
 	if cfg.ShapeMbit > 0 {
 		netns.RequireTools(t, "tc")
 		n := cfg.ShapePaths
@@ -199,13 +211,8 @@ func newMPRig(t *testing.T, cfg mpRigConfig) *mpRig {
 			r.shape(t, i, cfg.ShapeMbit)
 		}
 	}
-	if l := cfg.KernelLimits; l != nil {
-		r.ns.MPTCPLimits(l[0], l[1])
-	}
-	for _, e := range cfg.KernelEndpoints {
-		r.ns.AddEndpoint(e)
-	}
 	if cfg.Nft != "" {
+		netns.RequireTools(t, "nft")
 		if err := r.ns.Nft(cfg.Nft); err != nil {
 			t.Fatal(err)
 		}
@@ -227,7 +234,7 @@ func newMPRig(t *testing.T, cfg mpRigConfig) *mpRig {
 // os.TempDir() if the case fails. MPTUND_MP_CAPTURE=1 keeps it always.
 func (r *mpRig) captureOnFailure(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("tcpdump"); err != nil {
+	if _, err := exec.LookPath("tcpdump"); err != nil || os.Getenv("MPTUND_MP_CAPTURE") == "0" {
 		return
 	}
 	file := filepath.Join(t.TempDir(), "mpj.pcap")
@@ -499,18 +506,39 @@ func (r *mpRig) snap(t *testing.T) mpSnap {
 	return s
 }
 
-// kernelTCP returns the kernel's TCP error counters (kernelErrorCounters).
+// mpTCPErrors are the kernel's TCP counters of segments it found broken
+// (bad checksum or header): they must not move whatever a case does. (The
+// TcpExtTCPAbortOn* counters of kernelErrorCounters move legitimately
+// here: subflows are reset.)
+var mpTCPErrors = []string{"TcpInErrs", "TcpInCsumErrors"}
+
+// kernelTCP returns the kernel's mpTCPErrors counters.
 func (r *mpRig) kernelTCP(t *testing.T) map[string]uint64 {
 	t.Helper()
 	all, err := r.ns.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := make(map[string]uint64, len(kernelErrorCounters))
-	for _, k := range kernelErrorCounters {
+	m := make(map[string]uint64, len(mpTCPErrors))
+	for _, k := range mpTCPErrors {
 		m[k] = all[k]
 	}
 	return m
+}
+
+// checkWire fails t if the kernel found broken segments since before, or
+// the engine dropped undecodable ones.
+func (r *mpRig) checkWire(t *testing.T, before map[string]uint64) {
+	t.Helper()
+	after := r.kernelTCP(t)
+	for _, k := range mpTCPErrors {
+		if after[k] != before[k] {
+			t.Errorf("kernel counter %s moved: %d -> %d", k, before[k], after[k])
+		}
+	}
+	if st := r.eng.Stats(); st.ChecksumErrors != 0 || st.Malformed != 0 || st.MalformedOptions != 0 {
+		t.Errorf("engine dropped segments from the kernel: %+v", st)
+	}
 }
 
 // rng is an expected counter range: exactly lo when hi == lo, at least lo
@@ -887,7 +915,7 @@ func readAll(r net.Conn, seed byte) mpReader {
 func (r *mpRig) transfer(t *testing.T, c *mpConn, x mpXfer) *mpXferResult {
 	t.Helper()
 	if x.timeout == 0 {
-		x.timeout = 60 * time.Second
+		x.timeout = 30 * time.Second
 	}
 	res := &mpXferResult{linkBefore: r.linkBytes(t)}
 	deadline := time.Now().Add(x.timeout)
@@ -1137,6 +1165,7 @@ func (r *mpRig) setLink(t *testing.T, path int, up bool) {
 // kernel namespace (nftables).
 func (r *mpRig) blackhole(t *testing.T, path int) {
 	t.Helper()
+	netns.RequireTools(t, "nft")
 	if err := r.ns.Nft(fmt.Sprintf(`table inet mpj_blackhole%d {
 	chain in {
 		type filter hook prerouting priority -300;
