@@ -731,8 +731,10 @@ type mpXfer struct {
 	// n bytes each way.
 	n int64
 	// rate, if positive, paces each writer to about rate bytes/s, so
-	// that something can happen in the middle of the transfer.
-	rate float64
+	// that something can happen in the middle of the transfer;
+	// kernelUnpaced leaves the kernel's writer unpaced.
+	rate          float64
+	kernelUnpaced bool
 	// at, with hook, runs hook once in the engine's writer after it wrote
 	// at bytes (the kernel's writer goes on meanwhile); kernelAt and
 	// kernelHook likewise in the kernel's writer.
@@ -925,6 +927,9 @@ func (r *mpRig) transfer(t *testing.T, c *mpConn, x mpXfer) *mpXferResult {
 	defer c.kern.SetDeadline(time.Time{})
 	ew := &mpWriter{w: c.eng, n: x.n, rate: x.rate, seed: 'e'}
 	kw := &mpWriter{w: c.kern, n: x.n, rate: x.rate, seed: 'k'}
+	if x.kernelUnpaced {
+		kw.rate = 0
+	}
 	if x.hook != nil {
 		ew.at = x.at
 		ew.hook = func() {

@@ -912,34 +912,44 @@ func TestMultipathBackup(t *testing.T) {
 		m := mpRun{role: role, cfg: backupSides(role).config(mpRigConfig{}), live: 3, pathsFail: true}
 		n := mpSize()
 		m.xfer = func(r *mpRig, c *mpConn) mpXfer {
-			// The links fail as nftables drops everything on them: a TUN
-			// taken down on the kernel's side makes the kernel's own
-			// sends fail locally, after which it may count its dead
-			// subflows as recovered and keep its data there (seen once
-			// in twenty runs: kernel->engine stalled, the backup
-			// carrying only keepalives); TestMultipathLinkFailure takes
-			// a link down.
+			// The engine is the sender that must fail over (as the client
+			// of mptcp_join.sh's "backup flow used, multi links fail"):
+			// the kernel sends its share at once, before the failure.
+			// (A kernel whose own non-backup subflows die with data on
+			// them may take tens of seconds to use its backup: its
+			// retransmission picks the backup only once the dead
+			// subflows have gone stale, and their RTO backoff slows
+			// that; seen as kernel->engine stalls in about one run in
+			// three when the kernel sent through the failure.) The
+			// paths die as nftables drops everything on them.
 			x := mpPaced(func() {
 				r.blackhole(t, 1)
 				r.blackhole(t, 2)
 			})
 			x.at = n / 2
 			x.rate = float64(n) / 3 // 1.5 s after the failure
-			x.timeout = 20 * time.Second
+			x.kernelUnpaced = true
+			x.timeout = 15 * time.Second
 			return x
 		}
 		m.after = func(t *testing.T, r *mpRig, c *mpConn, res *mpXferResult) {
-			// mptcp_join.sh expects the backup's share to be what was
-			// left when the links failed: half.
-			checkUsage(t, res, n, backupSub(role), 3, 50)
+			// mptcp_join.sh expects the backup's share of the sender's
+			// bytes to be what was left when the links failed: half.
+			sent, _, _ := res.subflowBytes(backupSub(role))
+			if pct := sent * 100 / n; pct < 50-mpUsageTolerance || pct > 50+mpUsageTolerance {
+				t.Errorf("usage: the backup carried %d%% of engine->kernel, want 50%% ± %d", pct, mpUsageTolerance)
+			}
+			if pct := res.usage(3, true, n); pct < 50-mpUsageTolerance || pct > 50+mpUsageTolerance {
+				t.Errorf("usage: TUN %s carried %d%% of engine->kernel, want 50%% ± %d", mpIfc(3), pct, mpUsageTolerance)
+			}
 		}
 		m.expect = func(c *mpConn) *mpExpect {
 			x := backupExpect(role)
-			// chk_stale_nr ns 2 4 2 on both sides: the two dead subflows
-			// go stale and never recover.
+			// chk_stale_nr ns 2 4 2 on the sender: the two dead subflows
+			// go stale and never recover; what they held is sent again.
+			x.set(false, "SubflowStale", between(2, 4))
+			x.set(false, "MPTCPRetrans", atLeast(1))
 			for _, k := range []bool{true, false} {
-				x.set(k, "SubflowStale", between(2, 4))
-				x.set(k, "MPTCPRetrans", atLeast(1))
 				x.allow(k, "MPRstTx", "MPRstRx")
 			}
 			return x
@@ -1083,19 +1093,19 @@ func chainAfter(fs ...func(*testing.T, *mpRig, *mpConn, *mpXferResult)) func(*te
 	}
 }
 
-// checkStaleRecover is the second half of chk_stale_nr on both sides:
-// SubflowStale - SubflowRecover == delta (the subflows still stale when
-// the transfer ended), counted since the rig was built.
+// checkStaleRecover is the second half of chk_stale_nr: SubflowStale -
+// SubflowRecover == delta (the subflows still stale when the transfer
+// ended, for good here: their paths stay dead), counted since the rig was
+// built. It is checked on the engine; the kernel's figures are logged
+// (its stale accounting when its own side of a path fails, sends failing
+// locally, is its business).
 func checkStaleRecover(t *testing.T, r *mpRig, delta int64) {
 	t.Helper()
 	s := r.snap(t)
-	for _, sd := range []struct {
-		name string
-		m    map[string]uint64
-	}{{"kernel", s.kernel}, {"engine", s.engine}} {
-		if d := int64(sd.m["SubflowStale"]) - int64(sd.m["SubflowRecover"]); d != delta {
-			t.Errorf("%s: SubflowStale %d - SubflowRecover %d = %d, want %d", sd.name, sd.m["SubflowStale"], sd.m["SubflowRecover"], d, delta)
-		}
+	t.Logf("kernel: SubflowStale %d, SubflowRecover %d", s.kernel["SubflowStale"], s.kernel["SubflowRecover"])
+	if d := int64(s.engine["SubflowStale"]) - int64(s.engine["SubflowRecover"]); d != delta {
+		t.Errorf("engine: SubflowStale %d - SubflowRecover %d = %d, want %d (the dead subflows stay stale)",
+			s.engine["SubflowStale"], s.engine["SubflowRecover"], d, delta)
 	}
 }
 
@@ -1131,7 +1141,7 @@ func TestMultipathLinkFailure(t *testing.T) {
 			m := mpRun{role: role, cfg: sides.config(mpRigConfig{ShapeMbit: mpShapeMbit, ShapePaths: 3}), live: 3, pathsFail: true}
 			n := mpSize()
 			m.xfer = func(r *mpRig, c *mpConn) mpXfer {
-				return mpXfer{n: n, at: n / 5, hook: func() {
+				return mpXfer{n: n, at: n / 5, timeout: 15 * time.Second, hook: func() {
 					if tc.blackhole {
 						r.blackhole(t, tc.path)
 					} else {
