@@ -20,7 +20,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -1656,5 +1658,76 @@ func TestMultipathReceiveWindow(t *testing.T) {
 			x.join(role.serverKernel(), 1, 1, 1)
 			x.check(t, "counters", before, after)
 		})
+	}
+}
+
+// --- 14. ADD_ADDR echo on the first ACK of data --------------------------------------
+
+// TestMultipathEchoNotFallback: Linux sends an ADD_ADDR echo on a pure
+// ACK stripped of every other MPTCP option (net/mptcp/pm.c
+// mptcp_pm_add_addr_signal: "always drop every other options for pure ack
+// ADD_ADDR"). When that ACK is the first to acknowledge the server's
+// first data, it acknowledges data without a DSS, yet it carries an
+// MPTCP option: the path does not strip MPTCP options, and the receiver
+// must not fall back to TCP (RFC 8684 §3.7 falls back when options are
+// stripped). The race is narrow (the kernel's PM worker must run after
+// the data arrived): 200 connections to an engine server that announces
+// an address and writes at once, none may fall back.
+func TestMultipathEchoNotFallback(t *testing.T) {
+	mpCheck(t)
+	sides := mpSides{role: mpRole{false}, clientLimits: limits{0, 0}, serverLimits: limits{0, 0},
+		serverEndpoints: []mpEndpoint{signalEndpoint(2)}}
+	r := newMPRig(t, sides.config(mpRigConfig{}))
+	before := r.snap(t)
+	ln, err := r.eng.Listen("tcp", netip.AddrPortFrom(mpEngineAddr(1, false), 0).String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	const conns = 200
+	fellBack := 0
+	var first string
+	for i := range conns {
+		acc := acceptAsync(ln)
+		var kc net.Conn
+		if err := r.ns.Do(func() (err error) {
+			var d net.Dialer
+			d.SetMultipathTCP(true)
+			kc, err = d.Dial("tcp", ln.Addr().String())
+			return err
+		}); err != nil {
+			t.Fatalf("connection %d: kernel dial: %v", i, err)
+		}
+		ec := <-acc
+		if ec == nil {
+			t.Fatalf("connection %d: engine accept failed", i)
+		}
+		ec.SetDeadline(time.Now().Add(5 * time.Second))
+		kc.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := ec.Write([]byte("hello")); err != nil {
+			t.Fatalf("connection %d: engine write: %v", i, err)
+		}
+		buf := make([]byte, 5)
+		if _, err := io.ReadFull(kc, buf); err != nil {
+			t.Fatalf("connection %d: kernel read: %v", i, err)
+		}
+		// The echo has been answered by then or never will be.
+		waitFor(time.Second, func() bool { return r.snap(t).engine["EchoAdd"] >= uint64(i+1) })
+		if ci := ec.(*stack.Conn).ConnInfo(); !ci.MPTCP {
+			if fellBack++; first == "" {
+				first = fmt.Sprintf("connection %d: fallback %q", i, ci.Fallback)
+			}
+		}
+		kc.Close()
+		ec.Close()
+	}
+	time.Sleep(100 * time.Millisecond)
+	after := r.snap(t)
+	logMoved(t, "counters", before, after)
+	if fellBack > 0 {
+		t.Errorf("%d of %d connections fell back to TCP (first: %s)", fellBack, conns, first)
+	}
+	if d := after.engine["DssFallback"] - before.engine["DssFallback"]; d != 0 {
+		t.Errorf("engine DssFallback moved by %d", d)
 	}
 }
