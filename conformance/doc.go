@@ -34,4 +34,17 @@
 // MPTCP clients during and after a spoofed MP_CAPABLE SYN flood) and
 // TestEngineMPTCPLostSynAck (what a lost SYN/ACK may legitimately make the
 // kernel count).
+//
+// TestMultipath* (multipath_test.go) run the cases of the kernel's
+// selftest mptcp_join.sh with the engine as one of its two hosts, as
+// client and as server: a kernel namespace with four TUN devices, one
+// engine NIC behind each (multipath_harness_test.go); subflow and signal
+// endpoints with limits, ADD_ADDR with a port and its retransmission,
+// REMOVE_ADDR (ID 0 and flush included) and re-adding, backup and
+// MP_PRIO, link failures, fullmesh, the C flag, IPv6 and mixed
+// families, MP_FASTCLOSE with two subflows, forged joins and ADD_ADDRs.
+// Each checks the counters mptcp_join.sh checks on the side that counts
+// them, on both sides (the kernel's MPTcpExt counters and the engine's
+// counters of the same names), the subflow lists and both directions of
+// a transfer (SHA-256). Longer variants: -conformance.multipath.long.
 package conformance

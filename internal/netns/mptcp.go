@@ -43,6 +43,10 @@ func (e Endpoint) args() []string {
 	return append(a, e.Flags...)
 }
 
+// Args returns the endpoint as the arguments of `ip mptcp endpoint add`
+// (for instance to build an `ip -batch` file).
+func (e Endpoint) Args() []string { return e.args() }
+
 // AddEndpoint adds a path manager endpoint and returns its ID (the one
 // given, or the one the kernel assigned).
 func (n *NS) AddEndpoint(e Endpoint) int {
