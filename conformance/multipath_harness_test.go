@@ -1012,11 +1012,19 @@ func (r *mpRig) finishWithin(t *testing.T, c *mpConn, wait time.Duration) {
 	if eErr != nil && !errors.Is(eErr, net.ErrClosed) {
 		t.Errorf("engine Close after a complete transfer: %v", eErr)
 	}
+	engineDone := func() bool {
+		select {
+		case <-c.eng.Finished():
+			return true
+		default:
+			return false
+		}
+	}
 	if !waitFor(wait, func() bool {
 		k, err := r.ns.MPTCPCounters()
-		return err == nil && k["MPTcpExtMPCurrEstab"] == 0 && c.eng.Done()
+		return err == nil && k["MPTcpExtMPCurrEstab"] == 0 && engineDone()
 	}) {
-		t.Logf("connection not closed on both sides within %v (engine done=%v)", wait, c.eng.Done())
+		t.Logf("connection not closed on both sides within %v (engine done=%v)", wait, engineDone())
 	}
 	time.Sleep(50 * time.Millisecond)
 }

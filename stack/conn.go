@@ -609,6 +609,17 @@ func (c *Conn) Finished() <-chan struct{} {
 	return c.finished
 }
 
+// Done reports whether the connection's closing is complete (see
+// Finished) without waiting.
+func (c *Conn) Done() bool {
+	select {
+	case <-c.Finished():
+		return true
+	default:
+		return false
+	}
+}
+
 // checkFinishedLocked closes the Finished channel when the closing is
 // complete.
 func (c *Conn) checkFinishedLocked() {
