@@ -681,11 +681,7 @@ func TestMultipathRemove(t *testing.T) {
 					case removerKernel:
 						r.ns.DelEndpoint(tc.remove)
 					case tc.flush:
-						for _, p := range tc.serverSignal {
-							if err := r.eng.RemoveEndpoint(uint8(p)); err != nil {
-								removeErr = err
-							}
-						}
+						r.eng.RemoveEndpoints() // all, in one REMOVE_ADDR
 					case tc.remove == 0:
 						c.eng.RemoveAddr(0)
 					default:

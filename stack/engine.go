@@ -428,6 +428,18 @@ func (e *Engine) RemoveEndpoint(id uint8) error {
 	return nil
 }
 
+// RemoveEndpoints removes several endpoints at once (none given: all of
+// them, a flush): connections announce them in one REMOVE_ADDR with every
+// ID, as Linux's flush does (it drops a REMOVE_ADDR that arrives while it
+// still handles the previous one).
+func (e *Engine) RemoveEndpoints(ids ...uint8) {
+	if len(e.pm.RemoveEndpoints(ids...)) == 0 {
+		return
+	}
+	e.syncJoinPorts()
+	e.pmUpdateAll()
+}
+
 // SetEndpointBackup changes an endpoint's backup flag: the connections
 // send MP_PRIO on its subflows (RFC 8684 §3.3.8).
 func (e *Engine) SetEndpointBackup(id uint8, backup bool) error {

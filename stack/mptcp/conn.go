@@ -971,8 +971,14 @@ func (c *Conn) closeSubflow(s *Subflow, err error) {
 	}
 }
 
+// closeGrace bounds the graceful close of a subflow the connection
+// retires while it goes on: a path that is gone would keep the FIN
+// unacknowledged for many RTOs. It is then reset.
+const closeGrace = 5 * time.Second
+
 // closeSubflowGracefully closes subflow s with a FIN (the peer closed
-// its side, or the path manager retires it cleanly).
+// its side, or the path manager retires it cleanly); if that does not
+// complete within closeGrace, the subflow is reset.
 func (c *Conn) closeSubflowGracefully(s *Subflow) {
 	if s.dead || s.closing {
 		return
@@ -981,6 +987,8 @@ func (c *Conn) closeSubflowGracefully(s *Subflow) {
 	c.reinjectFrom(s)
 	if s.ep != nil && s.ep.State() != tcp.StateClosed {
 		s.ep.Close()
+		s.closeBy = c.cfg.Clock.NowMonotonic().Add(closeGrace)
+		c.notify(tcp.EventTimer)
 	}
 }
 
@@ -1141,6 +1149,9 @@ func (c *Conn) NextDeadline() (tcpip.MonotonicTime, bool) {
 		if s.initiator && !s.joined && s.joinAckAt != zeroTime && (!ok || s.joinAckAt.Before(at)) {
 			at, ok = s.joinAckAt, true
 		}
+		if s.closeBy != zeroTime && !s.dead && (!ok || s.closeBy.Before(at)) {
+			at, ok = s.closeBy, true
+		}
 	}
 	return at, ok
 }
@@ -1157,6 +1168,12 @@ func (c *Conn) HandleTimers() {
 	}
 	for _, s := range c.subflows {
 		s.joinTimers(now)
+		if s.closeBy != zeroTime && !s.dead && !now.Before(s.closeBy) {
+			s.closeBy = zeroTime
+			if s.ep != nil && s.ep.State() != tcp.StateClosed && s.ep.State() != tcp.StateTimeWait {
+				s.ep.Abort()
+			}
+		}
 	}
 	c.pmTimers(now)
 	c.checkDataAckStall()

@@ -284,9 +284,6 @@ func (c *Conn) AbandonSubflow(s *Subflow) {
 		if x == s {
 			c.subflows = append(c.subflows[:i], c.subflows[i+1:]...)
 			c.subflowsClosed++
-			if s.initiator && c.pm.added > 0 {
-				c.pm.added--
-			}
 			return
 		}
 	}

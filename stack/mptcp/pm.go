@@ -223,6 +223,35 @@ func (pm *PathManager) RemoveEndpoint(id uint8) (Endpoint, error) {
 	return Endpoint{}, ErrNoEndpoint
 }
 
+// RemoveEndpoints forgets the endpoints with the given IDs at once, so
+// that connections announce their removal in one REMOVE_ADDR (RFC 8684
+// §3.4.2 allows several IDs; Linux drops a REMOVE_ADDR that arrives while
+// it still handles the previous one). No ID: every endpoint (a flush).
+func (pm *PathManager) RemoveEndpoints(ids ...uint8) []Endpoint {
+	pm.mu.Lock()
+	defer pm.mu.Unlock()
+	var gone []Endpoint
+	keep := pm.endpoints[:0]
+	for _, x := range pm.endpoints {
+		drop := len(ids) == 0
+		for _, id := range ids {
+			if x.ID == id {
+				drop = true
+			}
+		}
+		if drop {
+			gone = append(gone, x)
+		} else {
+			keep = append(keep, x)
+		}
+	}
+	pm.endpoints = keep
+	if len(gone) > 0 {
+		pm.gen++
+	}
+	return gone
+}
+
 // SetBackup changes an endpoint's backup flag; connections send MP_PRIO
 // on its subflows at their next PMUpdate.
 func (pm *PathManager) SetBackup(id uint8, backup bool) error {
@@ -364,7 +393,6 @@ type pmConn struct {
 	announce  []announceState
 	remotes   []Address // the peer's addresses: ID 0 (initial) and announced
 	accepted  int       // ADD_ADDRs acted on
-	added     int       // subflows this side opened beyond the first
 	requests  []JoinRequest
 	tried     map[[2]netip.Addr]bool // (local, remote) pairs already joined or tried
 	endpoints []Endpoint             // as of the last PMUpdate
@@ -397,6 +425,11 @@ func (c *Conn) pmUpdate() {
 		p.tried = make(map[[2]netip.Addr]bool)
 		if s := c.initial(); s != nil {
 			p.remotes = append(p.remotes, Address{ID: 0, Addr: s.Remote.Addr(), Port: s.Remote.Port()})
+			if c.cfg.PM.EndpointBackup(s.Local.Addr()) {
+				// A backup endpoint on the initial address: its subflow
+				// becomes a backup (MP_PRIO), as Linux does.
+				c.SetSubflowBackup(s, true)
+			}
 		}
 	}
 	eps, limits, gen := c.cfg.PM.snapshot()
@@ -430,9 +463,10 @@ func (c *Conn) pmUpdate() {
 		}
 	}
 	// Subflows to the addresses the peer announced (and we accepted),
-	// from whatever local address routing picks.
+	// from whatever local address routing picks, unless fullmesh
+	// endpoints do it (below).
 	for _, r := range p.remotes {
-		if r.ID != 0 {
+		if r.ID != 0 && !p.hasFullmesh(r.Addr) {
 			c.pmRequest(netip.Addr{}, 0, r, false, limits)
 		}
 	}
@@ -483,7 +517,7 @@ func (p *pmConn) announced(id uint8) bool {
 // limits allow and the pair was not tried before.
 func (c *Conn) pmRequest(local netip.Addr, localID uint8, r Address, backup bool, limits Limits) {
 	p := &c.pm
-	if (local.IsValid() && local.Is4() != r.Addr.Is4()) || p.added >= limits.Subflows || c.liveSubflows() >= 1+limits.Subflows {
+	if (local.IsValid() && local.Is4() != r.Addr.Is4()) || c.openedSubflows() >= limits.Subflows || c.liveSubflows() >= 1+limits.Subflows {
 		return
 	}
 	key := [2]netip.Addr{local, r.Addr}
@@ -503,8 +537,42 @@ func (c *Conn) pmRequest(local netip.Addr, localID uint8, r Address, backup bool
 		}
 	}
 	p.tried[key] = true
-	p.added++
 	p.requests = append(p.requests, JoinRequest{Local: local, LocalID: localID, Remote: netip.AddrPortFrom(r.Addr, port), RemoteID: r.ID, Backup: backup})
+}
+
+// openedSubflows counts the subflows this side opened (joins it
+// initiated, live or being opened), against Limits.Subflows.
+func (c *Conn) openedSubflows() int {
+	n := len(c.pm.requests)
+	for _, s := range c.subflows {
+		if s.initiator && !s.dead && !s.closing {
+			n++
+		}
+	}
+	return n
+}
+
+// hasFullmesh reports whether a fullmesh subflow endpoint of the family
+// of a exists: the peer's announced addresses are then joined from those
+// endpoints only (the kernel's fill_local_addresses_vec).
+func (p *pmConn) hasFullmesh(a netip.Addr) bool {
+	for _, e := range p.endpoints {
+		if e.Flags&FlagSubflow != 0 && e.Flags&FlagFullmesh != 0 && e.Addr.Is4() == a.Is4() {
+			return true
+		}
+	}
+	return false
+}
+
+// forgetTried lets the path manager try again the pairs involving a
+// (a local address removed, or a peer's address removed and perhaps
+// announced again later).
+func (p *pmConn) forgetTried(a netip.Addr) {
+	for k := range p.tried {
+		if k[0] == a || k[1] == a {
+			delete(p.tried, k)
+		}
+	}
 }
 
 // TakeJoinRequests returns (and forgets) the subflows the path manager
@@ -518,11 +586,7 @@ func (c *Conn) TakeJoinRequests() []JoinRequest {
 
 // JoinFailed tells the path manager a requested subflow could not be
 // created (no route, no port): it does not count against the limit.
-func (c *Conn) JoinFailed(r JoinRequest) {
-	if c.pm.added > 0 {
-		c.pm.added--
-	}
-}
+func (c *Conn) JoinFailed(r JoinRequest) {}
 
 // pmEndpointsChanged acts on endpoints removed or changed since the last
 // update: REMOVE_ADDR and subflow closing for removed addresses, MP_PRIO
@@ -535,11 +599,12 @@ func (c *Conn) pmEndpointsChanged(old, cur []Endpoint) {
 	for _, e := range cur {
 		byID[e.ID] = e
 	}
+	var gone []Endpoint
 	for _, o := range old {
 		n, ok := byID[o.ID]
 		switch {
 		case !ok:
-			c.removeLocalAddr(o)
+			gone = append(gone, o)
 		case n.Flags&FlagBackup != o.Flags&FlagBackup:
 			for _, s := range c.subflows {
 				if s.Local.Addr() == o.Addr && !s.dead {
@@ -548,38 +613,52 @@ func (c *Conn) pmEndpointsChanged(old, cur []Endpoint) {
 			}
 		}
 	}
+	if len(gone) > 0 {
+		c.removeLocalAddrs(gone)
+	}
 }
 
-// removeLocalAddr announces that a local address is gone (REMOVE_ADDR,
-// RFC 8684 §3.4.2) and closes its subflows.
-func (c *Conn) removeLocalAddr(e Endpoint) {
+// removeLocalAddrs announces that local addresses are gone (one
+// REMOVE_ADDR with every ID, RFC 8684 §3.4.2) and closes their subflows.
+func (c *Conn) removeLocalAddrs(eps []Endpoint) {
 	p := &c.pm
-	for i := range p.announce {
-		if p.announce[i].ep.ID == e.ID {
-			p.announce[i].removed = true
-		}
-	}
-	used := false
-	for _, s := range c.subflows {
-		if s.Local.Addr() == e.Addr && !s.dead {
-			used = true
-		}
-	}
-	if used || p.announced(e.ID) {
-		p.removes = append(p.removes, e.ID)
-		c.cfg.MIB.Inc(RmAddrTx)
-		c.trace(func(t *Tracer) {
-			if t.AddressRemoved != nil {
-				t.AddressRemoved(c, e.ID, true)
+	var closing []*Subflow
+	for _, e := range eps {
+		for i := range p.announce {
+			if p.announce[i].ep.ID == e.ID {
+				p.announce[i].removed = true
 			}
-		})
-	}
-	for _, s := range c.subflows {
-		if s.Local.Addr() == e.Addr && !s.dead {
-			c.closeSubflow(s, errors.New("mptcp: local address removed"))
 		}
+		used := false
+		for _, s := range c.subflows {
+			if s.Local.Addr() == e.Addr && !s.dead && !s.closing {
+				used = true
+				closing = append(closing, s)
+			}
+		}
+		if used || p.announced(e.ID) {
+			p.removes = append(p.removes, e.ID)
+			c.cfg.MIB.Inc(RmAddrTx)
+			c.trace(func(t *Tracer) {
+				if t.AddressRemoved != nil {
+					t.AddressRemoved(c, e.ID, true)
+				}
+			})
+		}
+		p.forgetTried(e.Addr)
+	}
+	// The REMOVE_ADDR goes out first (on a subflow that stays), then the
+	// subflows close with a FIN, as Linux does: a RST right behind the
+	// REMOVE_ADDR would reach the peer before it handled the removal.
+	for _, s := range closing {
+		s.closing = true // keep kickSignals off them
 	}
 	c.kickSignals()
+	for _, s := range closing {
+		s.closing = false
+		c.cfg.MIB.Inc(RmSubflow)
+		c.closeSubflowGracefully(s)
+	}
 }
 
 // RemoveAddr announces that the local address with address ID id is gone
@@ -607,7 +686,7 @@ func (c *Conn) RemoveAddr(id uint8) {
 	if !addr.IsValid() {
 		return
 	}
-	c.removeLocalAddr(Endpoint{ID: id, Addr: addr})
+	c.removeLocalAddrs([]Endpoint{{ID: id, Addr: addr}})
 }
 
 // sendAddAddr queues an ADD_ADDR (first send or retransmission).
@@ -711,9 +790,12 @@ func (c *Conn) onAddAddr(s *Subflow, a options.AddAddr) {
 	if !p.started || c.state != StateEstablished {
 		return // joined once the path manager starts (pmUpdate)
 	}
-	// Join it: from whatever local address routing picks for it (as the
-	// kernel does), and from every fullmesh subflow endpoint.
-	c.pmRequest(netip.Addr{}, 0, addr, false, limits)
+	// Join it: from every fullmesh subflow endpoint if there are any,
+	// else from whatever local address routing picks (as the kernel
+	// does).
+	if !p.hasFullmesh(addr.Addr) {
+		c.pmRequest(netip.Addr{}, 0, addr, false, limits)
+	}
 	for _, e := range p.endpoints {
 		if e.Flags&FlagSubflow != 0 && e.Flags&FlagFullmesh != 0 {
 			c.pmRequest(e.Addr, e.ID, addr, e.Flags&FlagBackup != 0, limits)
@@ -728,15 +810,19 @@ func (c *Conn) onRemoveAddr(ids []uint8) {
 		c.cfg.MIB.Inc(RmAddr)
 		p := &c.pm
 		for i := 0; i < len(p.remotes); i++ {
-			if p.remotes[i].ID == id {
+			if r := p.remotes[i]; r.ID == id {
 				p.remotes = append(p.remotes[:i], p.remotes[i+1:]...)
 				i--
+				if r.ID != 0 && p.accepted > 0 {
+					p.accepted-- // the peer may announce it again
+				}
+				p.forgetTried(r.Addr)
 			}
 		}
 		for _, s := range c.subflows {
-			if s.remoteID == id && !s.dead {
-				c.cfg.MIB.Inc(RmSubflow)
-				c.closeSubflow(s, errors.New("mptcp: the peer removed the address"))
+			if s.remoteID == id && !s.dead && !s.closing {
+				p.forgetTried(s.Remote.Addr())
+				c.closeSubflowGracefully(s)
 			}
 		}
 		c.trace(func(t *Tracer) {

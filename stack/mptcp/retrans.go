@@ -41,6 +41,9 @@ type rtxTimer struct {
 	at      tcpip.MonotonicTime
 	armed   bool
 	backoff int
+	// last is the subflow the last retransmission went on.
+	last    uint32
+	lastSet bool
 }
 
 // period returns the timer's current period for c: the smallest RTO of
@@ -91,7 +94,7 @@ func (c *Conn) onRetransmitTimer(now tcpip.MonotonicTime) {
 		return
 	}
 	c.markStale()
-	s := c.idleSubflow()
+	s := c.retransmitSubflow()
 	if s == nil {
 		// Every subflow still has data of its own in flight: their
 		// retransmission timers act first (and stale ones had their data
@@ -118,26 +121,42 @@ func (c *Conn) onRetransmitTimer(now tcpip.MonotonicTime) {
 		c.stats.DataFINRetransmits++
 		s.ep.SendAck()
 	}
+	c.rtx.last, c.rtx.lastSet = s.id, true
 	c.rtx.backoff++
 	c.rtx.arm(c)
 }
 
-// idleSubflow returns a usable subflow that is not stale and has nothing
-// of its own unacknowledged (every byte enqueued on it acknowledged), or
-// nil; non-backup subflows first.
-func (c *Conn) idleSubflow() *Subflow {
-	var backup *Subflow
+// retransmitSubflow picks the subflow for a data-level retransmission: an
+// idle one (idleSubflow), but not the one used the last time when another
+// can take it: bytes re-sent there may sit behind data the peer's
+// connection level has no room for on that subflow (Linux moves a
+// subflow's bytes to the MPTCP socket in order), so the next attempt goes
+// elsewhere.
+func (c *Conn) retransmitSubflow() *Subflow {
+	var idle, idleLast, busy *Subflow
 	for _, s := range c.subflows {
-		if s.usable() && !s.stale && s.queued() == 0 {
-			if !s.Backup() {
-				return s
+		if !s.usable() || s.stale {
+			continue
+		}
+		last := c.rtx.lastSet && s.id == c.rtx.last
+		switch {
+		case s.queued() == 0 && last:
+			idleLast = s
+		case s.queued() == 0:
+			if idle == nil || (idle.Backup() && !s.Backup()) {
+				idle = s
 			}
-			if backup == nil {
-				backup = s
-			}
+		case !last && s.CanTake() && busy == nil:
+			busy = s
 		}
 	}
-	return backup
+	switch {
+	case idle != nil:
+		return idle
+	case idleLast != nil && busy != nil:
+		return busy
+	}
+	return idleLast
 }
 
 // markStale marks the subflows whose acknowledgement has not moved since

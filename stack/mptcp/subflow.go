@@ -45,6 +45,8 @@ type Subflow struct {
 	// dead: the endpoint is closed and the subflow retired; err is why.
 	dead bool
 	err  error
+	// closeBy bounds a graceful close (closeGrace).
+	closeBy tcpTime
 
 	// Local and Remote are the subflow's addresses, for ConnInfo; set by
 	// the driver.
@@ -728,6 +730,11 @@ func (c *Conn) ignoreMapping() {
 func (s *Subflow) fallbackEvidence(seg *tcp.Segment) bool {
 	c := s.c
 	if s.ep == nil || s.sawDSS || !c.canFallback(s) || s.enqueued == 0 || c.state >= StateClosed {
+		return false
+	}
+	if seg.Options.NumMPTCP > 0 || seg.Options.DroppedMPTCP > 0 {
+		// Any MPTCP option shows the path carries them (Linux sends a
+		// pure ACK with an ADD_ADDR echo and nothing else).
 		return false
 	}
 	ackRel := uint32(seg.Ack - s.ep.ISS())
