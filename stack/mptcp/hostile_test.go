@@ -469,3 +469,32 @@ func TestSimCookieKeepsMPTCP(t *testing.T) {
 }
 
 var _ = dsnmap.DSN(0)
+
+// TestSimShortWriteThenClose: the client writes a little and closes at
+// once, before the server's first Data ACK arrived: its DATA_FIN must go
+// out at once on a pure ACK with a DSS (not wait for the data-level
+// retransmission timer behind a repeated MP_CAPABLE).
+func TestSimShortWriteThenClose(t *testing.T) {
+	p := newSimPair(t, simnet.LinkConfig{Delay: 5 * time.Millisecond}, false, false)
+	start := p.net.Clock.NowMonotonic()
+	if _, err := p.client.Write(make([]byte, 1024)); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	got := 0
+	p.run(func() bool {
+		for {
+			n, err := p.server.Read(buf)
+			got += n
+			if n == 0 {
+				return err == nil && got == 1024
+			}
+		}
+	}, 5*time.Second, "server EOF")
+	if took := p.net.Clock.NowMonotonic().Sub(start); took > 50*time.Millisecond {
+		t.Errorf("server saw the DATA_FIN after %v (virtual, RTT 10 ms): not at once", took)
+	}
+}

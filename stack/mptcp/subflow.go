@@ -295,10 +295,13 @@ func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options
 			dst = append(dst, &s.pr)
 		}
 	}
-	if c.client && !c.fullyEstablished && !s.join {
-		// Until the server shows it holds our key, repeat both keys: on
-		// pure ACKs (the third ACK and its successors) and, with the first
-		// mapping's data, as MP_CAPABLE with data (§3.1).
+	if c.client && !c.fullyEstablished && !s.join && info.RelSeq == 1 {
+		// Until the server shows it holds our key, repeat both keys on
+		// the segments at the first sequence number: pure ACKs (the third
+		// ACK and its successors) while no data went out, and the first
+		// data, as MP_CAPABLE with data (§3.1). Once data went out (it
+		// carried the keys), pure ACKs carry a DSS, which a DATA_FIN
+		// needs; Linux does the same (snd_isn).
 		s.mpc = options.MPCapable{Form: options.CapableACK, Version: 1, Flags: c.capableFlags(), SenderKey: c.localKey, ReceiverKey: c.remoteKey}
 		if info.Len == 0 {
 			return append(dst, &s.mpc)
