@@ -22,6 +22,13 @@ type AckSample struct {
 	// AppLimited is set when the sender was not using its whole cwnd: a
 	// controller should not grow the window then (RFC 7661).
 	AppLimited bool
+	// MinRTT is the connection's minimum RTT over a recent window, zero
+	// when unknown.
+	MinRTT time.Duration
+	// NewRound is set on the first ACK of a new round trip: the first to
+	// acknowledge data sent after the previous round began (RFC 9406 §4.2:
+	// the ACK covers windowEnd, SND.NXT at the start of the round).
+	NewRound bool
 }
 
 // CongestionControl computes the congestion window of one subflow
@@ -39,8 +46,10 @@ type CongestionControl interface {
 	// duplicate ACKs or SACK loss detection): it must set ssthresh and the
 	// cwnd to use during recovery.
 	OnCongestionEvent(now tcpip.MonotonicTime, inFlight int)
-	// OnRecoveryExit is called when fast recovery ends (the recovery point
-	// is cumulatively acknowledged).
+	// OnRecoveryExit is called when fast recovery or the recovery after a
+	// timeout ends (the recovery point is cumulatively acknowledged), or
+	// right after OnCongestionEvent when a tail loss probe repaired a
+	// loss (RFC 8985 §7.4), unless the episode was undone (OnUndo).
 	OnRecoveryExit(now tcpip.MonotonicTime)
 	// OnRTO is called when the retransmission timer expires (RFC 5681 §3.1:
 	// ssthresh from flight size, cwnd to one segment).
@@ -50,6 +59,20 @@ type CongestionControl interface {
 	// Cwnd and Ssthresh return the current values in bytes.
 	Cwnd() int
 	Ssthresh() int
+}
+
+// CongestionUndoer is implemented by a controller that can revert its
+// window reductions once they prove spurious: the retransmissions were not
+// needed (RFC 3522 Eifel detection, RFC 4015 response; D-SACKs, RFC 2883
+// and RFC 3708; RFC 9438 §4.9 for CUBIC). An episode is a run of
+// OnCongestionEvent and OnRTO calls up to OnRecoveryExit; OnUndo returns
+// the controller to the state it had before the first reduction of the
+// last episode, keeping the current window if that is larger (as Linux's
+// tcp_undo_cwnd_reduction), also after OnRecoveryExit (D-SACKs come in
+// after the recovery they undo); a second OnUndo does nothing.
+// Controllers without it keep their reductions.
+type CongestionUndoer interface {
+	OnUndo(now tcpip.MonotonicTime)
 }
 
 // SubflowStats is the read-only view of an endpoint a controller may use;
@@ -119,9 +142,35 @@ type newReno struct {
 	cwnd     int
 	ssthresh int
 	acc      int // bytes acknowledged since the last cwnd increase (CA)
+	// prior is the state before the first reduction of the episode
+	// (CongestionUndoer).
+	prior      struct{ cwnd, ssthresh int }
+	inEpisode  bool // the next reduction belongs to the episode
+	priorValid bool // prior may be restored
 }
 
-var _ CongestionControl = (*newReno)(nil)
+var (
+	_ CongestionControl = (*newReno)(nil)
+	_ CongestionUndoer  = (*newReno)(nil)
+)
+
+// save keeps the state before the first reduction of an episode.
+func (r *newReno) save() {
+	if !r.inEpisode {
+		r.prior.cwnd, r.prior.ssthresh = r.cwnd, r.ssthresh
+		r.inEpisode, r.priorValid = true, true
+	}
+}
+
+// OnUndo implements CongestionUndoer.
+func (r *newReno) OnUndo(tcpip.MonotonicTime) {
+	if !r.priorValid {
+		return
+	}
+	r.cwnd = max(r.cwnd, r.prior.cwnd)
+	r.ssthresh = max(r.ssthresh, r.prior.ssthresh)
+	r.inEpisode, r.priorValid = false, false
+}
 
 func newNewReno(p CCParams) CongestionControl {
 	return &newReno{mss: p.MSS, cwnd: p.InitialCwnd, ssthresh: 1 << 30}
@@ -148,14 +197,16 @@ func (r *newReno) OnAck(s *AckSample) {
 }
 
 func (r *newReno) OnCongestionEvent(_ tcpip.MonotonicTime, inFlight int) {
+	r.save()
 	r.ssthresh = max(inFlight/2, 2*r.mss)
 	r.cwnd = r.ssthresh
 	r.acc = 0
 }
 
-func (r *newReno) OnRecoveryExit(tcpip.MonotonicTime) {}
+func (r *newReno) OnRecoveryExit(tcpip.MonotonicTime) { r.inEpisode = false }
 
 func (r *newReno) OnRTO(_ tcpip.MonotonicTime, inFlight int) {
+	r.save()
 	r.ssthresh = max(inFlight/2, 2*r.mss)
 	r.cwnd = r.mss
 	r.acc = 0

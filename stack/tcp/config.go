@@ -28,8 +28,6 @@ const (
 	MaxChunk = 1<<16 - 1
 	// maxOOORanges bounds the out-of-order range list of the receiver.
 	maxOOORanges = 32
-	// maxSACKRanges bounds the sender's SACK scoreboard.
-	maxSACKRanges = 64
 )
 
 // Keepalive configures TCP keepalive (RFC 9293 §3.8.4; RFC 1122 §4.2.3.6).

@@ -4,8 +4,8 @@ package tcp
 type span struct{ start, end uint64 }
 
 // rangeSet is a sorted list of disjoint, non-adjacent spans with a bound on
-// their number. It backs the receiver's out-of-order map and the sender's
-// SACK scoreboard. The backing array is allocated once.
+// their number. It backs the receiver's out-of-order map. The backing array
+// is allocated once.
 type rangeSet struct {
 	s   []span
 	max int
@@ -65,38 +65,4 @@ func (r *rangeSet) trimBelow(off uint64) {
 	if len(r.s) > 0 && r.s[0].start < off {
 		r.s[0].start = off
 	}
-}
-
-// contains reports whether off is inside a span.
-func (r *rangeSet) contains(off uint64) bool {
-	for _, s := range r.s {
-		if off < s.start {
-			return false
-		}
-		if off < s.end {
-			return true
-		}
-	}
-	return false
-}
-
-// bytesIn returns how many bytes of [start, end) the set covers.
-func (r *rangeSet) bytesIn(start, end uint64) uint64 {
-	var n uint64
-	for _, s := range r.s {
-		a, b := max(s.start, start), min(s.end, end)
-		if a < b {
-			n += b - a
-		}
-	}
-	return n
-}
-
-// total returns the bytes covered.
-func (r *rangeSet) total() uint64 {
-	var n uint64
-	for _, s := range r.s {
-		n += s.end - s.start
-	}
-	return n
 }
