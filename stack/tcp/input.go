@@ -478,12 +478,8 @@ func (e *Endpoint) checkDuplicate(seqOff int64, off, n uint64) {
 		e.setDSACK(off, min(off+n, e.rb.nxt), false)
 		return
 	}
-	end := off + n
-	for _, s := range e.rb.ooo.spans() {
-		if a, b := max(s.start, off), min(s.end, end); a < b {
-			e.setDSACK(a, b, true)
-			return
-		}
+	if d, ok := e.rb.ooo.overlap(off, off+n); ok {
+		e.setDSACK(d.start, d.end, true)
 	}
 }
 

@@ -116,14 +116,11 @@ func (e *Endpoint) sackBlocks() []options.SACKBlock {
 		mark = e.dsack.start
 		e.dsackOn = false
 	}
-	first := -1
 	spans := e.rb.ooo.spans()
-	for i, s := range spans {
-		if s.start <= mark && mark < s.end {
-			first = i
-			out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(s.start)), End: uint32(e.rseqOf(s.end))})
-			break
-		}
+	first := e.rb.ooo.holding(mark)
+	if first >= 0 {
+		s := spans[first]
+		out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(s.start)), End: uint32(e.rseqOf(s.end))})
 	}
 	for i := len(spans) - 1; i >= 0 && len(out) < cap(out); i-- {
 		if i == first {

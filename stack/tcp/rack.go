@@ -30,6 +30,8 @@ const (
 	// the peer's scheduling alone exceeds twice the RTT (Linux adds 2 ms,
 	// TCP_TIMEOUT_MIN).
 	tlpMinSlack = 2 * time.Millisecond
+	// reoExtentLife is how long a measured reordering extent holds.
+	reoExtentLife = 30 * time.Second
 	// minRTTWindow is the window of the minimum RTT filter (Linux's
 	// tcp_min_rtt_wlen is 300 s; RACK only needs a recent floor).
 	minRTTWindow = 30 * time.Second
@@ -50,6 +52,10 @@ type rackState struct {
 	// reorderingSeen: a segment was delivered below fack without having
 	// been sent again (RACK.reordering_seen).
 	reorderingSeen bool
+	// extent is the largest reordering measured (see noteLate), at
+	// extentAt; it expires after reoExtentLife.
+	extent   time.Duration
+	extentAt tcpip.MonotonicTime
 	// Reordering window adaptation (RFC 8985 §6.2 step 4).
 	reoWndMult    int
 	reoWndPersist int
@@ -97,26 +103,45 @@ func (e *Endpoint) noteDelivered(r *txSeg, fack uint64) bool {
 	return r.end < fack && r.flags&segEverRetrans == 0
 }
 
+// noteLate measures how late a segment delivered out of order was, as the
+// reordering window that would have kept RACK from deeming it lost: the
+// time since its first transmission beyond RACK.rtt, the RTT of the most
+// recent delivery. Called for a segment sent once and delivered below
+// RACK.fack, and for one sent again whose original the timestamps show
+// delivered (an original that arrived after it was deemed lost).
+func (e *Endpoint) noteLate(r *txSeg) {
+	now := e.now()
+	need := now.Sub(r.first) - e.rack.rtt
+	if need <= 0 {
+		return
+	}
+	if need >= e.rack.extent || now.Sub(e.rack.extentAt) > reoExtentLife {
+		e.rack.extent, e.rack.extentAt = need, now
+	}
+}
+
 // rackReoWnd is the reordering window (RFC 8985 §6.2 step 4,
 // RACK_update_reo_wnd): zero while no reordering was seen and recovery is
 // under way or DupThresh segments are SACKed (the RFC 6675 rule, so that a
 // connection without reordering loses no time); otherwise a quarter of the
 // minimum RTT per step, widened by one step per round trip with D-SACKs.
 //
-// Two departures from RFC 8985, for paths that reorder by a large part of
-// the RTT, as netem's "delay 10ms reorder 5%" on each direction of a 20 ms
+// Departures from RFC 8985, for paths that reorder by a large part of the
+// RTT, as netem's "delay 10ms reorder 5%" on each direction of a 20 ms
 // path does (95% of Linux's retransmissions there are needless):
 //
 //   - the base is never below half the SRTT: when ACKs are reordered as
 //     well as data, min_RTT collapses (a segment that jumped ahead,
 //     acknowledged by an ACK that jumped ahead, is delivered in no time),
-//     and the window with it;
-//   - the window may grow to SRTT+4*RTTVAR rather than SRTT: a segment is
+//     and the window with it; the steps may take the window to
+//     SRTT+4*RTTVAR rather than SRTT;
+//   - the window also covers the largest reordering measured in the last
+//     30 s (noteLate), within the same bound: the D-SACK steps are the
+//     RFC's slow way there, a measurement the quick one. A segment is
 //     deemed lost RACK.rtt plus the window after it was sent, RACK.rtt
 //     being the RTT of the most recent delivery, which may itself have
-//     jumped ahead; covering that reordering takes the spread of the RTTs,
-//     up to a whole RTT. D-SACKs alone take the window there, and it
-//     shrinks back after 16 recoveries without one.
+//     jumped ahead: covering the reordering can take the whole spread of
+//     the RTTs.
 func (e *Endpoint) rackReoWnd() time.Duration {
 	if !e.rack.reorderingSeen {
 		if e.ca >= caRecovery {
@@ -127,7 +152,11 @@ func (e *Endpoint) rackReoWnd() time.Duration {
 		}
 	}
 	base := max(e.minRTT.get(), e.srtt/2)
-	return min(time.Duration(e.rack.reoWndMult)*base/4, e.srtt+4*e.rttvar)
+	w := time.Duration(e.rack.reoWndMult) * base / 4
+	if x := e.rack.extent; x > w && e.rack.reorderingSeen && e.now().Sub(e.rack.extentAt) <= reoExtentLife {
+		w = x
+	}
+	return min(w, e.srtt+4*e.rttvar)
 }
 
 // rackUpdateReoWnd applies a D-SACK to the reordering window, at most once

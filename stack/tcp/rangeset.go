@@ -5,13 +5,48 @@ type span struct{ start, end uint64 }
 
 // rangeSet is a sorted list of disjoint, non-adjacent spans with a bound on
 // their number. It backs the receiver's out-of-order map. The backing array
-// is allocated once.
+// grows as needed, up to the bound.
 type rangeSet struct {
 	s   []span
 	max int
 }
 
-func newRangeSet(max int) rangeSet { return rangeSet{s: make([]span, 0, max), max: max} }
+func newRangeSet(max int) rangeSet { return rangeSet{max: max} }
+
+// search returns the index of the first span whose end is at or above off
+// (the span holding or touching off, if any), or len.
+func (r *rangeSet) search(off uint64) int {
+	lo, hi := 0, len(r.s)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if r.s[m].end < off {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// overlap returns the first part of [start, end) the set covers, if any.
+func (r *rangeSet) overlap(start, end uint64) (span, bool) {
+	i := r.search(start + 1)
+	if i < len(r.s) {
+		if a, b := max(r.s[i].start, start), min(r.s[i].end, end); a < b {
+			return span{a, b}, true
+		}
+	}
+	return span{}, false
+}
+
+// holding returns the index of the span holding off, or -1.
+func (r *rangeSet) holding(off uint64) int {
+	i := r.search(off + 1)
+	if i < len(r.s) && r.s[i].start <= off {
+		return i
+	}
+	return -1
+}
 
 func (r *rangeSet) len() int      { return len(r.s) }
 func (r *rangeSet) empty() bool   { return len(r.s) == 0 }
@@ -28,11 +63,8 @@ func (r *rangeSet) add(start, end uint64) bool {
 	if start >= end {
 		return true
 	}
-	// Find the first span whose end >= start (it may merge).
-	i := 0
-	for i < len(r.s) && r.s[i].end < start {
-		i++
-	}
+	// The first span whose end >= start (it may merge).
+	i := r.search(start)
 	j := i
 	for j < len(r.s) && r.s[j].start <= end {
 		j++

@@ -354,6 +354,7 @@ func (e *Endpoint) processSACK(seg *Segment, ack int64, st *ackState) {
 			st.sackNew = true
 			if e.noteDelivered(r, e.rack.fack) {
 				st.reordered = true
+				e.noteLate(r)
 			}
 			// (The timestamp echo of an ACK is that of the last
 			// in-order segment, not of the SACKed ones.)
@@ -414,6 +415,10 @@ func (e *Endpoint) ackRecords(a uint64, seg *Segment, st *ackState) {
 		st.delivered += r.size()
 		if e.noteDelivered(r, st.priorFack) {
 			st.reordered = true
+			e.noteLate(r)
+		} else if r.flags&segEverRetrans != 0 && hasTS && int32(o.TSEcr-e.tsOf(r.xmit)) < 0 {
+			// The original got there first: it was late, not lost.
+			e.noteLate(r)
 		}
 		e.rackAdvance(r, o.TSEcr, hasTS)
 		if r.flags&segEverRetrans == 0 {

@@ -37,6 +37,7 @@ const (
 type txSeg struct {
 	start, end uint64              // send offsets [start, end)
 	xmit       tcpip.MonotonicTime // last transmission
+	first      tcpip.MonotonicTime // first transmission
 	flags      uint8
 	// skip, for a SACKed record, is a number of records from this one on
 	// known to be SACKed (at least 1): scans jump over SACKed runs. Zero
@@ -94,7 +95,7 @@ func (q *rtxQueue) push(start, end uint64, now tcpip.MonotonicTime) {
 		q.s = q.s[:k]
 		q.head = 0
 	}
-	q.s = append(q.s, txSeg{start: start, end: end, xmit: now})
+	q.s = append(q.s, txSeg{start: start, end: end, xmit: now, first: now})
 	q.inflight += end - start
 }
 
@@ -166,7 +167,7 @@ func (q *rtxQueue) split(i int, at uint64) {
 	q.s = append(q.s, txSeg{})
 	copy(q.s[j+2:], q.s[j+1:])
 	q.s[j].end = at
-	q.s[j+1] = txSeg{start: at, end: r.end, xmit: r.xmit, flags: r.flags}
+	q.s[j+1] = txSeg{start: at, end: r.end, xmit: r.xmit, first: r.first, flags: r.flags}
 	// SACKed-run hints may now span a record that is not SACKed.
 	for k := q.head; k < len(q.s); k++ {
 		q.s[k].skip = 0

@@ -18,6 +18,11 @@ import (
 // CLOSED) and the segments each sent after the client's FIN.
 func shortExchange(t *testing.T, p *pair) (time.Duration, []string) {
 	t.Helper()
+	return shortExchangeTB(t, p)
+}
+
+func shortExchangeTB(t testing.TB, p *pair) (time.Duration, []string) {
+	t.Helper()
 	start := p.net.Now()
 	var afterFIN []string
 	clientFIN := false
