@@ -161,6 +161,10 @@ type benchEngine struct {
 }
 
 func newBenchEngine(tb testing.TB, cfg impair.Config) *benchEngine {
+	return newBenchEngineWith(tb, cfg, stack.Options{MPTCP: stack.MPTCPConfig{Disabled: true}})
+}
+
+func newBenchEngineWith(tb testing.TB, cfg impair.Config, opts stack.Options) *benchEngine {
 	tb.Helper()
 	g := &benchEngine{ns: netns.New(tb, rbNSPrefix)}
 	var ep *tun.Endpoint
@@ -174,7 +178,7 @@ func newBenchEngine(tb testing.TB, cfg impair.Config) *benchEngine {
 	imp := impair.New(g.below, cfg, cfg, 1)
 	g.above = newSegTap(imp)
 	var link gstack.LinkEndpoint = g.above
-	eng, err := stack.NewEngine(stack.Options{MPTCP: stack.MPTCPConfig{Disabled: true}})
+	eng, err := stack.NewEngine(opts)
 	if err != nil {
 		link.Close()
 		tb.Fatal(err)
@@ -192,13 +196,13 @@ func newBenchEngine(tb testing.TB, cfg impair.Config) *benchEngine {
 	return g
 }
 
-// kernelListen listens with plain TCP in ns on addr.
-func kernelListen(tb testing.TB, ns *netns.NS, addr netip.Addr) net.Listener {
+// kernelListen listens with plain TCP (or MPTCP) in ns on addr.
+func kernelListen(tb testing.TB, ns *netns.NS, addr netip.Addr, mptcp ...bool) net.Listener {
 	tb.Helper()
 	var ln net.Listener
 	if err := ns.Do(func() (err error) {
 		var lc net.ListenConfig
-		lc.SetMultipathTCP(false)
+		lc.SetMultipathTCP(len(mptcp) > 0 && mptcp[0])
 		ln, err = lc.Listen(context.Background(), "tcp", netip.AddrPortFrom(addr, 0).String())
 		return err
 	}); err != nil {
@@ -541,12 +545,24 @@ func dialLoop(n int, dial func(ctx context.Context) (net.Conn, error)) latencies
 	return summarize(l, time.Since(start), nil)
 }
 
+// kernelDialMPTCP dials with MPTCP from ns.
+func kernelDialMPTCP(ctx context.Context, ns *netns.NS, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := ns.Do(func() (err error) {
+		var d net.Dialer
+		d.SetMultipathTCP(true)
+		c, err = d.DialContext(ctx, "tcp", addr)
+		return err
+	})
+	return c, err
+}
+
 // shortConnBench measures sequential short connections: the kernel dialing
-// the engine, the engine dialing the kernel, and the kernel dialing a
-// kernel through a TUN bridge and over a veth pair.
+// the engine, the engine dialing the kernel (plain TCP and MPTCP), and the
+// kernel dialing a kernel through a TUN bridge and over a veth pair.
 func shortConnBench(b *testing.B) {
 	n := *recoveryConns
-	var engServer, engClient, kBridge, kVeth latencies
+	var engServer, engClient, mpServer, mpClient, kBridge, kVeth, kVethMP latencies
 	b.Run("", func(b *testing.B) {
 		g := newBenchEngine(b, impair.Config{})
 		ln, err := g.eng.Listen("tcp", netip.AddrPortFrom(rbEngine4, 0).String())
@@ -559,6 +575,20 @@ func shortConnBench(b *testing.B) {
 		kln := kernelListen(b, g.ns, rbKernel4)
 		go serveShort(kln)
 		engClient = dialLoop(n, func(ctx context.Context) (net.Conn, error) { return g.eng.Dial(ctx, "tcp", kln.Addr().String()) })
+		kln.Close()
+	})
+	b.Run("", func(b *testing.B) {
+		g := newBenchEngineWith(b, impair.Config{}, stack.Options{})
+		ln, err := g.eng.Listen("tcp", netip.AddrPortFrom(rbEngine4, 0).String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		go serveShort(ln)
+		mpServer = dialLoop(n, func(ctx context.Context) (net.Conn, error) { return kernelDialMPTCP(ctx, g.ns, ln.Addr().String()) })
+		ln.Close()
+		kln := kernelListen(b, g.ns, rbKernel4, true)
+		go serveShort(kln)
+		mpClient = dialLoop(n, func(ctx context.Context) (net.Conn, error) { return g.eng.Dial(ctx, "tcp", kln.Addr().String()) })
 		kln.Close()
 	})
 	b.Run("", func(b *testing.B) {
@@ -575,6 +605,10 @@ func shortConnBench(b *testing.B) {
 		go serveShort(ln)
 		kVeth = dialLoop(n, func(ctx context.Context) (net.Conn, error) { return kernelDial(ctx, c, ln.Addr().String()) })
 		ln.Close()
+		mln := kernelListen(b, a, netip.MustParseAddr("10.217.0.1"), true)
+		go serveShort(mln)
+		kVethMP = dialLoop(n, func(ctx context.Context) (net.Conn, error) { return kernelDialMPTCP(ctx, c, mln.Addr().String()) })
+		mln.Close()
 	})
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(tw, "\nshort connections (connect, 1 KiB, close; %d sequential)\tconn/s\tp50\tp99\tmax\tp50 vs kernel (bridge)\tp99 vs kernel (bridge)\t\n", n)
@@ -584,8 +618,11 @@ func shortConnBench(b *testing.B) {
 	}{
 		{"kernel client → engine server (TUN)", engServer},
 		{"engine client → kernel server (TUN)", engClient},
+		{"kernel client → engine server (TUN, MPTCP)", mpServer},
+		{"engine client → kernel server (TUN, MPTCP)", mpClient},
 		{"kernel → kernel (TUN bridge)", kBridge},
 		{"kernel → kernel (veth)", kVeth},
+		{"kernel → kernel (veth, MPTCP)", kVethMP},
 	} {
 		if r.l.err != nil {
 			b.Errorf("%s: after %d connections: %v", r.name, r.l.n, r.l.err)
