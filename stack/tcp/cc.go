@@ -29,6 +29,31 @@ type AckSample struct {
 	// acknowledge data sent after the previous round began (RFC 9406 §4.2:
 	// the ACK covers windowEnd, SND.NXT at the start of the round).
 	NewRound bool
+
+	// The rest is filled in for a RateController only.
+
+	// Delivered is the total of bytes delivered (acknowledged or SACKed)
+	// so far, this ACK's included; PriorDelivered the total when the most
+	// recently sent segment this ACK delivers was sent.
+	Delivered, PriorDelivered uint64
+	// RateDelivered bytes were delivered over RateInterval: the delivery
+	// rate sample (draft-cheng-iccrg-delivery-rate-estimation), zero
+	// interval when there is none; RateAppLimited marks a sample taken
+	// while the sender had less to send than its window allowed.
+	RateDelivered  int
+	RateInterval   time.Duration
+	RateAppLimited bool
+	// Lost is the bytes this ACK made the sender deem lost.
+	Lost int
+	// InFlightAfter is the data in flight once the ACK is processed.
+	InFlightAfter int
+	// Recovery and Loss report the sender's state after the ACK: fast
+	// recovery, or recovery after a timeout.
+	Recovery, Loss bool
+	// Reordering reports that the path was seen to reorder segments
+	// (RFC 8985's RACK.reordering_seen): RTT samples may then come from
+	// segments or ACKs that jumped ahead, far below the path's RTT.
+	Reordering bool
 }
 
 // CongestionControl computes the congestion window of one subflow
@@ -75,6 +100,18 @@ type CongestionUndoer interface {
 	OnUndo(now tcpip.MonotonicTime)
 }
 
+// RateController is implemented by a controller that works from delivery
+// rate samples and sets its window in every state, as BBR does: the
+// endpoint then fills in the rate fields of AckSample and calls OnAck for
+// every ACK, during recovery too, does not impose PRR (RFC 6937) on it,
+// and paces transmissions at PacingRate (bytes per second; zero: no
+// pacing). OnCongestionEvent and OnRTO still mark the start of a recovery
+// (a controller may keep its window then and adjust it in OnAck).
+type RateController interface {
+	CongestionControl
+	PacingRate() int64
+}
+
 // SubflowStats is the read-only view of an endpoint a controller may use;
 // coupled controllers (LIA, RFC 6356; OLIA) keep the views of every
 // subflow of a connection and read their windows and RTTs.
@@ -101,6 +138,7 @@ var ccRegistry = struct {
 	"newreno": newNewReno,
 	"reno":    newNewReno,
 	"cubic":   newCubic,
+	"bbr":     newBBR,
 }}
 
 // RegisterCongestionControl makes a controller available by name to

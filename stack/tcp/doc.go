@@ -75,9 +75,11 @@
 //     retransmission) are undone (RFC 4015), as Linux's tcp_try_undo_*.
 //     Counters named after Linux's (Info.TCPLossProbes, TCPDSACKUndo, ...).
 //   - Congestion control interface (CongestionControl, registered by name;
-//     CongestionUndoer for undo): "newreno" (RFC 5681 + RFC 3465 ABC) and
-//     "cubic" (RFC 9438 with HyStart++, RFC 9406; default). SubflowStats
-//     lets a coupled controller read other subflows.
+//     CongestionUndoer for undo; RateController for controllers that work
+//     from delivery rate samples and pace): "newreno" (RFC 5681 + RFC 3465
+//     ABC), "cubic" (RFC 9438 with HyStart++, RFC 9406; default) and "bbr"
+//     (BBR v1, with delivery rate estimation and pacing, rate.go).
+//     SubflowStats lets a coupled controller read other subflows.
 //   - Delayed ACKs (every second full segment or Config.DelayedAck, 40 ms;
 //     immediate ACKs for out-of-order data and hole fills; a coalesced
 //     segment counts as the full segments it holds); quick ACKs at the start

@@ -37,6 +37,12 @@ type Endpoint struct {
 	ext   Extension
 	rx    Receiver // ext as a Receiver, or nil
 	cc    CongestionControl
+	// rateCC is cc as a RateController (BBR), or nil: then the endpoint
+	// estimates the delivery rate and paces.
+	rateCC    RateController
+	rate      rateState
+	paceNext  tcpip.MonotonicTime // the next transmission may leave then
+	paceTimer timer
 
 	state  State
 	err    error
@@ -223,8 +229,14 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.cc = cc
+	e.setCC(cc)
 	return e, nil
+}
+
+// setCC installs the congestion controller.
+func (e *Endpoint) setCC(cc CongestionControl) {
+	e.cc = cc
+	e.rateCC, _ = cc.(RateController)
 }
 
 // Connect starts an active open (RFC 9293 §3.10.1): it sends the SYN with
@@ -580,6 +592,7 @@ func (e *Endpoint) closeNow(err error) {
 	e.rtoTimer.stop()
 	e.tlpTimer.stop()
 	e.reoTimer.stop()
+	e.paceTimer.stop()
 	e.dack.stop()
 	e.persist.stop()
 	e.keepalive.stop()

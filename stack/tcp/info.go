@@ -55,6 +55,9 @@ type Info struct {
 	// MinRTT is the minimum RTT over the last 30 s; ReoWnd is RACK's
 	// current reordering window (RFC 8985 §6.2).
 	MinRTT, ReoWnd time.Duration
+	// PacingRate is the rate a pacing controller (RateController, BBR)
+	// sends at, bytes per second; zero without pacing.
+	PacingRate int64
 	// TCPSackRecovery counts fast recoveries with SACK (RACK-detected
 	// losses), TCPRenoRecovery those without (three duplicate ACKs,
 	// RFC 6582); FastRecoveries is their sum.
@@ -126,5 +129,8 @@ func (e *Endpoint) Info() Info {
 	i.InRecovery = e.ca != caOpen
 	i.MinRTT = e.minRTT.get()
 	i.ReoWnd = e.rackReoWnd()
+	if e.rateCC != nil {
+		i.PacingRate = e.rateCC.PacingRate()
+	}
 	return i
 }

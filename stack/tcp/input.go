@@ -56,7 +56,7 @@ func (e *Endpoint) negotiate(o *options.TCPOptions) {
 	if cc, err := NewCongestionControl(e.cfg.Congestion, CCParams{
 		MSS: e.sndMSS, InitialCwnd: e.cfg.InitialCwnd * e.sndMSS, Subflow: e,
 	}); err == nil {
-		e.cc = cc
+		e.setCC(cc)
 	}
 }
 
@@ -552,6 +552,7 @@ func (e *Endpoint) enterTimeWait() {
 	e.rtoTimer.stop()
 	e.tlpTimer.stop()
 	e.reoTimer.stop()
+	e.paceTimer.stop()
 	e.persist.stop()
 	e.keepalive.stop()
 	e.finWait2.stop()

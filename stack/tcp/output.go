@@ -329,6 +329,7 @@ func (e *Endpoint) output() {
 		break
 	}
 	e.sendOwedAck()
+	e.checkAppLimited()
 	now := e.now()
 	if e.windowStalled() || (e.swsBlocked && e.sndNxt == e.sndUna) {
 		// The persist timer watches a closed window (or one too small
@@ -407,6 +408,9 @@ func (e *Endpoint) retransmitOne() bool {
 		e.cwndBlocked = true
 		return false
 	}
+	if e.paceBlocked() {
+		return false
+	}
 	return e.resend(i, e.forceRetx)
 }
 
@@ -479,9 +483,13 @@ func (e *Endpoint) sentAgain(i int) {
 		f |= segRetrans
 	}
 	r.xmit = e.now()
+	if e.rateCC != nil {
+		e.rateSent(r, r.xmit, true)
+	}
 	q.setFlags(i, f|segEverRetrans)
 	e.rackScanFrom = min(e.rackScanFrom, r.start)
 	n := int(r.size())
+	e.paced(n)
 	switch e.ca {
 	case caRecovery:
 		e.prrOut += n
@@ -540,6 +548,9 @@ func (e *Endpoint) sendNewOne() bool {
 		}
 		if pipe > 0 && pipe+n > cwnd {
 			e.cwndBlocked = true
+			return false
+		}
+		if e.paceBlocked() {
 			return false
 		}
 		// Sender-side SWS avoidance (RFC 9293 §3.8.6.2.1): a segment cut
@@ -604,15 +615,22 @@ func (e *Endpoint) sendNewOne() bool {
 // super-segment.
 func (e *Endpoint) sentNew(off, end uint64, segSize int) {
 	now := e.now()
-	if segSize > 0 {
-		for off+uint64(segSize) < end {
-			e.rtx.push(off, off+uint64(segSize), now)
-			off += uint64(segSize)
-		}
-	}
-	e.rtx.push(off, end, now)
+	outstanding := e.sndNxt > e.sndUna
 	if e.ca == caRecovery {
 		e.prrOut += int(end - off)
+	}
+	e.paced(int(end - off))
+	for off < end {
+		to := end
+		if segSize > 0 && off+uint64(segSize) < end {
+			to = off + uint64(segSize)
+		}
+		e.rtx.push(off, to, now)
+		if e.rateCC != nil {
+			e.rateSent(e.rtx.last(), now, outstanding)
+			outstanding = true
+		}
+		off = to
 	}
 	if !e.tlpProbe {
 		e.tlpRearm = true

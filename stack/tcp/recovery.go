@@ -53,7 +53,7 @@ func (e *Endpoint) pipe() int {
 // sendCwnd is the window output may fill: PRR's during fast recovery, the
 // controller's otherwise.
 func (e *Endpoint) sendCwnd() int {
-	if e.ca == caRecovery {
+	if e.ca == caRecovery && e.rateCC == nil {
 		return e.prrCwnd
 	}
 	return e.cc.Cwnd()
@@ -289,7 +289,8 @@ type ackState struct {
 	dsackTLP  bool // the D-SACK covers the loss probe
 	sackNew   bool
 	priorFack uint64
-	reordered bool // a segment sent once was delivered below RACK.fack
+	reordered bool  // a segment sent once was delivered below RACK.fack
+	rateRec   txSeg // the most recently sent segment delivered (rate.go)
 }
 
 // sackBlock is a SACK block as send offsets.
@@ -362,6 +363,9 @@ func (e *Endpoint) processSACK(seg *Segment, ack int64, st *ackState) {
 			if r.flags&segEverRetrans == 0 {
 				st.rttSample(now.Sub(r.xmit))
 			}
+			if e.rateCC != nil {
+				st.rateDelivered(r)
+			}
 			q.setFlags(i, r.flags|segSACKed)
 			i++
 		}
@@ -423,6 +427,9 @@ func (e *Endpoint) ackRecords(a uint64, seg *Segment, st *ackState) {
 		e.rackAdvance(r, o.TSEcr, hasTS)
 		if r.flags&segEverRetrans == 0 {
 			st.rttSample(now.Sub(r.xmit))
+		}
+		if e.rateCC != nil {
+			st.rateDelivered(r)
 		}
 	})
 	e.lostHint = max(e.lostHint, a)
@@ -622,25 +629,34 @@ func (e *Endpoint) lossRecovery(seg *Segment, st *ackState, advanced bool, pipeB
 		e.enterRecovery()
 	}
 
-	switch e.ca {
-	case caRecovery:
-		e.prrUpdate(int(st.delivered), advanced && newly == 0)
-	case caLoss:
-		if advanced {
-			// Slow start continues during RTO recovery (RFC 5681 §3.1).
-			e.ackSample = AckSample{Now: now, Acked: int(st.delivered), RTT: e.ackRTT, InFlight: pipeBefore,
-				MinRTT: e.minRTT.get(), NewRound: e.takeNewRound()}
-			e.cc.OnAck(&e.ackSample)
+	if e.rateCC != nil {
+		// The controller sets its window in every state.
+		e.ackSample = AckSample{Now: now, Acked: int(st.delivered), RTT: e.ackRTT, InFlight: pipeBefore,
+			MinRTT: e.minRTT.get(), NewRound: e.takeNewRound(), Lost: int(newly), InFlightAfter: e.pipe(),
+			Recovery: e.ca == caRecovery, Loss: e.ca == caLoss, Reordering: e.rack.reorderingSeen}
+		e.rateSample(st, &e.ackSample)
+		e.cc.OnAck(&e.ackSample)
+	} else {
+		switch e.ca {
+		case caRecovery:
+			e.prrUpdate(int(st.delivered), advanced && newly == 0)
+		case caLoss:
+			if advanced {
+				// Slow start continues during RTO recovery (RFC 5681 §3.1).
+				e.ackSample = AckSample{Now: now, Acked: int(st.delivered), RTT: e.ackRTT, InFlight: pipeBefore,
+					MinRTT: e.minRTT.get(), NewRound: e.takeNewRound()}
+				e.cc.OnAck(&e.ackSample)
+			}
+		default:
+			if advanced && st.delivered > 0 {
+				e.ackSample = AckSample{Now: now, Acked: int(st.delivered), RTT: e.ackRTT, InFlight: pipeBefore,
+					AppLimited: !e.cwndBlocked, MinRTT: e.minRTT.get(), NewRound: e.takeNewRound()}
+				e.cc.OnAck(&e.ackSample)
+			}
 		}
-	default:
-		if advanced && st.delivered > 0 {
-			e.ackSample = AckSample{Now: now, Acked: int(st.delivered), RTT: e.ackRTT, InFlight: pipeBefore,
-				AppLimited: !e.cwndBlocked, MinRTT: e.minRTT.get(), NewRound: e.takeNewRound()}
-			e.cc.OnAck(&e.ackSample)
-		}
-		if e.rtx.retransN == 0 {
-			e.retransStampOK = false
-		}
+	}
+	if e.ca == caOpen && e.rtx.retransN == 0 {
+		e.retransStampOK = false
 	}
 }
 

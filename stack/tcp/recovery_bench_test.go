@@ -47,19 +47,23 @@ func recoveryCells() []recoveryCell {
 // and to the Mathis et al. estimate for a Reno flow
 // (1.22*MSS/(RTT*sqrt(p))), the segments retransmitted and how many of
 // those the receiver already had (needless), timeouts, fast recoveries
-// and undone ones, loss probes; then connect + 1 KiB + close at a 1 ms RTT.
+// and undone ones, loss probes, with CUBIC (the default) and the
+// goodput and retransmissions with BBR; then connect + 1 KiB + close at a
+// 1 ms RTT.
 // It measures behaviour, not CPU: run it once,
 //
 //	go test ./stack/tcp/ -run '^$' -bench BenchmarkRecovery -benchtime 1x
 func BenchmarkRecovery(b *testing.B) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "\ncell\tMB/s\tvs link\tvs Mathis\tretrans %%\tneedless %%\tRTOs\trecoveries\tundone\tprobes\t\n")
+	fmt.Fprintf(tw, "\ncell\tMB/s\tvs link\tvs Mathis\tretrans %%\tneedless %%\tRTOs\trecoveries\tundone\tprobes\tbbr MB/s\tbbr vs link\tbbr retrans %%\t\n")
 	for range b.N {
 		for _, c := range recoveryCells() {
-			r := runRecoveryCell(b, c)
-			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t\n", c.name, r.mbps, r.mbps*1e6/float64(c.rate), r.vsMathis,
-				r.retransPct, r.needlessPct, r.rtos, r.recoveries, r.undone, r.probes)
+			r := runRecoveryCell(b, c, "cubic")
+			rb := runRecoveryCell(b, c, "bbr")
+			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.0f\t%d\t%d\t%d\t%d\t%.2f\t%.2f\t%.2f\t\n", c.name, r.mbps, r.mbps*1e6/float64(c.rate), r.vsMathis,
+				r.retransPct, r.needlessPct, r.rtos, r.recoveries, r.undone, r.probes, rb.mbps, rb.mbps*1e6/float64(c.rate), rb.retransPct)
 			b.ReportMetric(r.mbps, c.key+"-MB/s")
+			b.ReportMetric(rb.mbps, c.key+"-bbr-MB/s")
 		}
 	}
 	tw.Flush()
@@ -74,11 +78,11 @@ type recoveryResult struct {
 	rtos, recoveries, undone, probes        uint64
 }
 
-func runRecoveryCell(b *testing.B, c recoveryCell) recoveryResult {
+func runRecoveryCell(b *testing.B, c recoveryCell, cc string) recoveryResult {
 	rtt := 2 * c.delay
 	queue := max(int(float64(c.rate)*rtt.Seconds()), 64<<10)
 	link := simnet.LinkConfig{Delay: c.delay, Rate: c.rate, QueueLimit: queue, Loss: c.loss, Jump: c.jump}
-	cfg := tcp.Config{MaxReceiveBuffer: 8 << 20}
+	cfg := tcp.Config{MaxReceiveBuffer: 8 << 20, Congestion: cc}
 	p := newPair(b, pairOpts{seed: 1, ab: link, ba: link, client: cfg, server: cfg})
 	tap := tapData(p.net, addrA)
 	p.establish()

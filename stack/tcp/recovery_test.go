@@ -460,10 +460,14 @@ func TestDSACKUndo(t *testing.T) {
 // reorder and duplicate, with and without SACK, and checks the
 // retransmission queue's invariants after every packet.
 func TestScoreboardInvariants(t *testing.T) {
-	for _, sack := range []bool{true, false} {
+	for _, run := range []struct {
+		sack bool
+		cc   string
+	}{{true, "cubic"}, {false, "cubic"}, {true, "bbr"}} {
+		sack := run.sack
 		link := simnet.LinkConfig{Delay: 5 * time.Millisecond, Rate: 5_000_000, QueueLimit: 100_000,
 			Loss: 0.02, Jump: 0.05, Duplicate: 0.01}
-		cfg := tcp.Config{DisableSACK: !sack}
+		cfg := tcp.Config{DisableSACK: !sack, Congestion: run.cc}
 		p := newPair(t, pairOpts{seed: 9, ab: link, ba: link, client: cfg, server: cfg})
 		p.net.Trace = func(*simnet.Packet) {
 			for _, ep := range []*tcp.Endpoint{p.a, p.b} {
@@ -484,7 +488,7 @@ func TestScoreboardInvariants(t *testing.T) {
 		sameData(t, toB, d.gotB)
 		sameData(t, toA, d.gotA)
 		ia := p.a.Info()
-		t.Logf("sack=%v: A retransmits %d, RTOs %d, recoveries %d, probes %d, undo %d/%d/%d/%d",
-			sack, ia.Retransmits, ia.RTOs, ia.FastRecoveries, ia.TCPLossProbes, ia.TCPFullUndo, ia.TCPPartialUndo, ia.TCPDSACKUndo, ia.TCPLossUndo)
+		t.Logf("sack=%v %s: A retransmits %d, RTOs %d, recoveries %d, probes %d, undo %d/%d/%d/%d",
+			sack, run.cc, ia.Retransmits, ia.RTOs, ia.FastRecoveries, ia.TCPLossProbes, ia.TCPFullUndo, ia.TCPPartialUndo, ia.TCPDSACKUndo, ia.TCPLossUndo)
 	}
 }

@@ -43,6 +43,13 @@ type txSeg struct {
 	// known to be SACKed (at least 1): scans jump over SACKed runs. Zero
 	// when unknown.
 	skip uint32
+	// Delivery rate estimation (rate.go), at the last transmission: bytes
+	// delivered, when they last grew, the start of the send interval, and
+	// whether the sender was application-limited.
+	appLimited  bool
+	delivered   uint64
+	deliveredAt tcpip.MonotonicTime
+	firstSentAt tcpip.MonotonicTime
 }
 
 func (s *txSeg) size() uint64 { return s.end - s.start }
@@ -167,7 +174,8 @@ func (q *rtxQueue) split(i int, at uint64) {
 	q.s = append(q.s, txSeg{})
 	copy(q.s[j+2:], q.s[j+1:])
 	q.s[j].end = at
-	q.s[j+1] = txSeg{start: at, end: r.end, xmit: r.xmit, first: r.first, flags: r.flags}
+	q.s[j+1] = r
+	q.s[j+1].start, q.s[j+1].skip = at, 0
 	// SACKed-run hints may now span a record that is not SACKed.
 	for k := q.head; k < len(q.s); k++ {
 		q.s[k].skip = 0

@@ -16,7 +16,7 @@ func seqValue(v uint32) seqnum.Value { return seqnum.Value(v) }
 // reports EventTimer.
 func (e *Endpoint) NextDeadline() (tcpip.MonotonicTime, bool) {
 	var best timer
-	for _, t := range [...]*timer{&e.rtoTimer, &e.tlpTimer, &e.reoTimer, &e.dack, &e.persist, &e.keepalive, &e.timeWait, &e.finWait2} {
+	for _, t := range [...]*timer{&e.rtoTimer, &e.tlpTimer, &e.reoTimer, &e.paceTimer, &e.dack, &e.persist, &e.keepalive, &e.timeWait, &e.finWait2} {
 		if t.armed && (!best.armed || t.at.Before(best.at)) {
 			best = *t
 		}
@@ -48,6 +48,12 @@ func (e *Endpoint) HandleTimers() {
 	if e.tlpTimer.due(now) {
 		e.tlpTimer.stop()
 		e.onTLP()
+	}
+	if e.paceTimer.due(now) {
+		e.paceTimer.stop()
+		if e.state.synchronized() {
+			e.output()
+		}
 	}
 	if e.persist.due(now) {
 		e.persist.stop()
