@@ -29,6 +29,7 @@ import (
 	"github.com/mptund/mptund/internal/impair"
 	"github.com/mptund/mptund/internal/netns"
 	"github.com/mptund/mptund/stack"
+	"github.com/mptund/mptund/stack/tcp"
 	"github.com/mptund/mptund/tun"
 	gstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 )
@@ -158,6 +159,7 @@ type benchEngine struct {
 	ns           *netns.NS
 	eng          *stack.Engine
 	above, below *segTap
+	cc           string // the engine's congestion control
 }
 
 func newBenchEngine(tb testing.TB, cfg impair.Config) *benchEngine {
@@ -166,7 +168,10 @@ func newBenchEngine(tb testing.TB, cfg impair.Config) *benchEngine {
 
 func newBenchEngineWith(tb testing.TB, cfg impair.Config, opts stack.Options) *benchEngine {
 	tb.Helper()
-	g := &benchEngine{ns: netns.New(tb, rbNSPrefix)}
+	g := &benchEngine{ns: netns.New(tb, rbNSPrefix), cc: opts.TCP.Congestion}
+	if g.cc == "" {
+		g.cc = tcp.DefaultCongestion
+	}
 	var ep *tun.Endpoint
 	if err := g.ns.Do(func() (err error) {
 		ep, err = tun.Create("mptr0", 1500, tun.WithGRO(false))
@@ -275,8 +280,8 @@ func (g *benchEngine) flow(tb testing.TB, engineSends bool, d time.Duration) flo
 	res.segs, res.retrans, res.needless = tapResult(g.above, g.below, engineSends)
 	if engineConn != nil {
 		i := engineConn.Info()
-		logf("    engine sender: %d RTOs, %d recoveries (%d undone: full %d partial %d dsack %d loss %d), %d probes (%d recovered), %d lost retransmissions, %d D-SACKs in; SRTT %v reo_wnd %v cwnd %d",
-			i.RTOs, i.FastRecoveries, i.TCPFullUndo+i.TCPPartialUndo+i.TCPDSACKUndo+i.TCPLossUndo, i.TCPFullUndo, i.TCPPartialUndo, i.TCPDSACKUndo, i.TCPLossUndo,
+		logf("    engine sender (%s): %d RTOs, %d recoveries (%d undone: full %d partial %d dsack %d loss %d), %d probes (%d recovered), %d lost retransmissions, %d D-SACKs in; SRTT %v reo_wnd %v cwnd %d",
+			g.cc, i.RTOs, i.FastRecoveries, i.TCPFullUndo+i.TCPPartialUndo+i.TCPDSACKUndo+i.TCPLossUndo, i.TCPFullUndo, i.TCPPartialUndo, i.TCPDSACKUndo, i.TCPLossUndo,
 			i.TCPLossProbes, i.TCPLossProbeRecovery, i.TCPLostRetransmit, i.TCPDSACKRecv, i.SRTT, i.ReoWnd, i.Cwnd)
 	} else if after, err := g.ns.Counters(); err == nil {
 		logKernelSender("kernel sender ("+kernelCC(g.ns)+", to the engine)", before, after)
@@ -418,7 +423,7 @@ func BenchmarkRecoveryKernel(b *testing.B) {
 	d := *recoveryTime
 	var defaultCC string
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "\nimpairment (each way)\tengine→k\tcubic k→k\tratio\tdefault k→k\tratio\tretx%% e/cubic/default\tneedless%% e/cubic/default\tk→engine\tk→k\tratio\tretx%% k→e/k→k\t\n")
+	fmt.Fprintf(tw, "\nimpairment (each way)\tengine→k\tcubic k→k\tratio\tengine bbr→k\tdefault k→k\tratio\tretx%% e/k cubic\tneedless%% e/k cubic\tretx%% e/k bbr\tneedless%% e/k bbr\tk→engine\tk→k\tratio\tretx%% k→e/k→k\t\n")
 	for range b.N {
 		for _, cell := range recoveryBenchCells() {
 			if !cellSelected(cell) {
@@ -429,12 +434,16 @@ func BenchmarkRecoveryKernel(b *testing.B) {
 				b.Fatal(err)
 			}
 			logf("%s:", cell)
-			var es, er, cs, ks, kr flowResult
+			var es, eb, er, cs, ks, kr flowResult
 			b.Run("", func(b *testing.B) { // scopes the topologies' cleanup
 				g := newBenchEngine(b, cfg)
 				defaultCC = kernelCC(g.ns)
 				es = g.flow(b, true, d)
 				er = g.flow(b, false, d)
+			})
+			b.Run("", func(b *testing.B) {
+				g := newBenchEngineWith(b, cfg, stack.Options{MPTCP: stack.MPTCPConfig{Disabled: true}, TCP: tcp.Config{Congestion: "bbr"}})
+				eb = g.flow(b, true, d)
 			})
 			b.Run("", func(b *testing.B) {
 				k := newBenchKernels(b, cfg, "cubic")
@@ -445,18 +454,19 @@ func BenchmarkRecoveryKernel(b *testing.B) {
 				ks = k.flow(b, true, d)
 				kr = k.flow(b, false, d)
 			})
-			for _, r := range []flowResult{es, er, cs, ks, kr} {
+			for _, r := range []flowResult{es, eb, er, cs, ks, kr} {
 				if r.err != nil {
 					b.Errorf("%s: %v", cell, r.err)
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f/%.1f/%.1f\t%.0f/%.0f/%.0f\t%.2f\t%.2f\t%.2f\t%.1f/%.1f\t\n", cell,
-				es.mbps(), cs.mbps(), es.mbps()/cs.mbps(), ks.mbps(), es.mbps()/ks.mbps(),
-				es.retransPct(), cs.retransPct(), ks.retransPct(), es.needlessPct(), cs.needlessPct(), ks.needlessPct(),
+			fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.2f\t%.1f/%.1f\t%.0f/%.0f\t%.1f/%.1f\t%.0f/%.0f\t%.2f\t%.2f\t%.2f\t%.1f/%.1f\t\n", cell,
+				es.mbps(), cs.mbps(), es.mbps()/cs.mbps(), eb.mbps(), ks.mbps(), eb.mbps()/ks.mbps(),
+				es.retransPct(), cs.retransPct(), es.needlessPct(), cs.needlessPct(),
+				eb.retransPct(), ks.retransPct(), eb.needlessPct(), ks.needlessPct(),
 				er.mbps(), kr.mbps(), er.mbps()/kr.mbps(), er.retransPct(), kr.retransPct())
 			key := strings.ReplaceAll(strings.ReplaceAll(cell, " ", ""), "%", "pct")
-			b.ReportMetric(es.mbps()/cs.mbps(), key+"-send-vs-cubic")
-			b.ReportMetric(es.mbps()/ks.mbps(), key+"-send-vs-default")
+			b.ReportMetric(es.mbps()/cs.mbps(), key+"-send-cubic-ratio")
+			b.ReportMetric(eb.mbps()/ks.mbps(), key+"-send-bbr-ratio")
 			b.ReportMetric(er.mbps()/kr.mbps(), key+"-recv-ratio")
 		}
 	}
@@ -471,7 +481,7 @@ func BenchmarkRecoveryKernel(b *testing.B) {
 	}
 	benchDetail.lines = nil
 	benchDetail.Unlock()
-	fmt.Printf("MB/s; each flow sent for %v. engine→k: the engine (cubic) sends to the kernel; cubic k→k and default k→k: a kernel sends to a kernel with cubic and with the namespaces' default (%s); ratio: the engine's rate over the kernel's. k→engine vs k→k: the kernel (%s) sends to the engine and to a kernel. retx%%: data segments sent again; needless%%: of those, the ones whose first copy had arrived.\n", d, defaultCC, defaultCC)
+	fmt.Printf("MB/s; each flow sent for %v. engine→k: the engine (cubic, its default) sends to the kernel, against cubic k→k, a kernel sending to a kernel with cubic; engine bbr→k: the engine with bbr, against default k→k, a kernel with the namespaces' default (%s); ratio: the engine's rate over the kernel's. k→engine vs k→k: the kernel (%s) sends to the engine and to a kernel. retx%%: data segments sent again; needless%%: of those, the ones whose first copy had arrived.\n", d, defaultCC, defaultCC)
 	b.ReportMetric(0, "ns/op")
 }
 
