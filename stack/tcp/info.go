@@ -128,7 +128,9 @@ func (e *Endpoint) Info() Info {
 	i.SACK, i.Timestamps = e.sackOK, e.tsOK
 	i.InRecovery = e.ca != caOpen
 	i.MinRTT = e.minRTT.get()
+	e.nowOK = false // Info is no call into the protocol: do not keep the time
 	i.ReoWnd = e.rackReoWnd()
+	e.nowOK = false
 	if e.rateCC != nil {
 		i.PacingRate = e.rateCC.PacingRate()
 	}

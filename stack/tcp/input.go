@@ -132,13 +132,22 @@ func (e *Endpoint) synAcked(seg *Segment) {
 	now := e.now()
 	e.sndUna = 1
 	e.rtoTimer.stop()
-	if e.backoff == 0 {
+	o := &seg.Options
+	switch {
+	case e.backoff == 0:
 		e.updateRTT(now.Sub(e.rttStart))
-	} else {
-		// RFC 6298 §5.7: after a SYN timeout, restart from 3 s... we only
-		// reset the backoff and keep the (larger) RTO until a sample.
-		e.backoff = 0
+	case e.tsOK && o.HasTimestamp && o.TSEcr != 0:
+		// The SYN went out more than once; the timestamp echo tells
+		// which copy this answers (RFC 7323 §4.1), so the sample is
+		// unambiguous (Linux takes it too). Without it, a lost SYN or
+		// SYN-ACK would leave the RTO at its backed-off initial value,
+		// and loss probes off, until the first sample from data.
+		if d := int32(e.tsNow() - o.TSEcr); d >= 0 {
+			e.updateRTT(time.Duration(d) * time.Millisecond)
+		}
 	}
+	// Otherwise (RFC 6298 §5.7) the larger RTO stays until a sample.
+	e.backoff = 0
 	e.armKeepalive()
 }
 
@@ -209,6 +218,14 @@ func (e *Endpoint) handleSynchronized(seg *Segment) {
 		return
 	}
 
+	if e.state == StateSynRcvd && seg.Flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN && seg.Seq == e.irs &&
+		e.tsOK && o.HasTimestamp && int32(o.TSVal-e.tsRecent) >= 0 {
+		// The peer retransmitted its SYN: its timestamp becomes
+		// TS.Recent (RFC 7323 §4.3: SEG.SEQ is below Last.ACK.sent), so
+		// that the SYN-ACK we answer with echoes the copy it answers
+		// and gives the peer an RTT sample.
+		e.tsRecent, e.tsRecentAt = o.TSVal, now
+	}
 	if !e.acceptable(seqOff, segLen) {
 		e.info.DroppedSegs++
 		if seg.Flags&FlagRST != 0 {

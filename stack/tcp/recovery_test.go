@@ -492,3 +492,43 @@ func TestScoreboardInvariants(t *testing.T) {
 			sack, run.cc, ia.Retransmits, ia.RTOs, ia.FastRecoveries, ia.TCPLossProbes, ia.TCPFullUndo, ia.TCPPartialUndo, ia.TCPDSACKUndo, ia.TCPLossUndo)
 	}
 }
+
+// TestLostSYNStillGivesRTT: the first SYN-ACK is lost and the SYN goes
+// again after the initial 1 s timeout. The SYN-ACK's timestamp echo tells
+// which copy it answers, so the handshake still yields an RTT sample: the
+// RTO is back
+// to its usual value, and a tail loss right after the handshake is
+// repaired by a loss probe in a few RTTs, not by a timeout of seconds.
+func TestLostSYNStillGivesRTT(t *testing.T) {
+	const mss = 1460 - 12
+	var lo, hi uint32
+	p := newPair(t, pairOpts{seed: 5,
+		ab: simnet.LinkConfig{Delay: 10 * time.Millisecond}, ba: simnet.LinkConfig{Delay: 10 * time.Millisecond}})
+	synacks, copies := 0, map[uint32]int{}
+	p.ba.Config.Drop = func(pk *simnet.Packet) bool {
+		if pk.Bytes[13]&byte(tcp.FlagSYN) != 0 {
+			synacks++
+			return synacks == 1
+		}
+		return false
+	}
+	p.ab.Config.Drop = func(pk *simnet.Packet) bool {
+		if payloadLen(pk) == 0 {
+			return false
+		}
+		rel := uint32(seqOf(pk) - p.a.ISS())
+		copies[rel]++
+		return copies[rel] == 1 && rel >= lo && rel < hi
+	}
+	p.establish()
+	if i := p.a.Info(); i.RTOs != 1 || i.RTO > 300*time.Millisecond || i.SRTT == 0 {
+		t.Fatalf("after a lost SYN: RTOs %d, RTO %v, SRTT %v", i.RTOs, i.RTO, i.SRTT)
+	}
+	lo, hi = 1+8*mss, 1+10*mss
+	data := randBytes(45, 10*mss)
+	got, d := p.transfer(p.a, p.b, data, false, time.Minute)
+	sameData(t, data, got)
+	if i := p.a.Info(); i.RTOs != 1 || d > 150*time.Millisecond {
+		t.Errorf("tail loss after the handshake repaired in %v, %d RTOs", d, i.RTOs)
+	}
+}
