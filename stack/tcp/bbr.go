@@ -52,6 +52,15 @@ type bbr struct {
 	probeRTTDoneSet   bool
 	probeRTTRoundDone bool
 
+	// ACK aggregation (Linux's bbr_update_ack_aggregation): data
+	// acknowledged beyond what the bandwidth explains, the maximum of
+	// two windows of 5 rounds, added to the window.
+	aggEpoch    tcpip.MonotonicTime
+	aggAcked    int
+	extraAcked  [2]int
+	extraIdx    int
+	extraRounds int
+
 	priorCwnd    int
 	conservation bool
 	prevRecovery bool // in fast recovery at the last ACK
@@ -84,6 +93,9 @@ const (
 	bbrCycleLen       = 8
 	bbrMaxTSOBytes    = 64 << 10
 	bbrMinTSOSegments = 2
+	bbrExtraRounds    = 5
+	bbrExtraMax       = 100 * time.Millisecond // at most this much of the bandwidth
+	bbrAggResetBytes  = 1 << 20
 )
 
 var bbrPacingGains = [bbrCycleLen]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
@@ -138,6 +150,7 @@ func (b *bbr) saveCwnd() {
 // OnAck is BBR's per-ACK step (Linux's bbr_main).
 func (b *bbr) OnAck(s *AckSample) {
 	b.updateBW(s)
+	b.updateAckAggregation(s)
 	b.updateCyclePhase(s)
 	b.checkFullBWReached(s)
 	b.checkDrain(s)
@@ -164,6 +177,42 @@ func (b *bbr) updateBW(s *AckSample) {
 	if !s.RateAppLimited || bw >= b.maxBW() {
 		b.bw.update(bbrBWRounds, b.roundCount, bw)
 	}
+}
+
+// updateAckAggregation measures how much more data ACKs acknowledge than
+// the bandwidth explains over an epoch (ACKs held back and released at
+// once by delayed or stretch ACKs, GRO, a busy receiver), so that the
+// window covers it and the sender is not starved between such bursts.
+func (b *bbr) updateAckAggregation(s *AckSample) {
+	if s.Acked <= 0 || s.RateInterval <= 0 {
+		return
+	}
+	if b.roundStart {
+		b.extraRounds++
+		if b.extraRounds >= bbrExtraRounds {
+			b.extraRounds = 0
+			b.extraIdx ^= 1
+			b.extraAcked[b.extraIdx] = 0
+		}
+	}
+	expected := int(b.maxBW() * s.Now.Sub(b.aggEpoch).Seconds())
+	if b.aggAcked <= expected || b.aggAcked+s.Acked >= bbrAggResetBytes {
+		b.aggAcked, b.aggEpoch, expected = 0, s.Now, 0
+	}
+	b.aggAcked += s.Acked
+	extra := min(b.aggAcked-expected, b.cwnd)
+	if extra > b.extraAcked[b.extraIdx] {
+		b.extraAcked[b.extraIdx] = extra
+	}
+}
+
+// aggregationCwnd is the window's allowance for ACK aggregation, once
+// STARTUP is over.
+func (b *bbr) aggregationCwnd() int {
+	if !b.fullBWReached {
+		return 0
+	}
+	return min(max(b.extraAcked[0], b.extraAcked[1]), int(b.maxBW()*bbrExtraMax.Seconds()))
 }
 
 // bdp is the bandwidth-delay product times gain, in bytes; the initial
@@ -343,7 +392,7 @@ func (b *bbr) setCwnd(s *AckSample) {
 		if b.conservation {
 			cwnd = max(cwnd, s.InFlightAfter+acked)
 		} else {
-			target := b.inflight(b.maxBW(), b.cwndGain)
+			target := b.inflight(b.maxBW(), b.cwndGain) + b.aggregationCwnd()
 			if b.fullBWReached {
 				cwnd = min(cwnd+acked, target)
 			} else if cwnd < target || s.Delivered < uint64(b.initCwnd) {
