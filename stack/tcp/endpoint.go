@@ -79,7 +79,13 @@ type Endpoint struct {
 	sndWS, rcvWS       uint8
 	tsRecent           uint32
 	tsRecentAt         tcpip.MonotonicTime
-	lastSACK           span // block of the most recent out-of-order segment
+	// sackHist holds an offset inside each of the out-of-order blocks
+	// reported most recently, the latest first (RFC 2018 §4: the block of
+	// the segment that triggered the ACK, then the most recently reported
+	// ones, so that each is reported more than once despite lost ACKs;
+	// Linux's selective_acks).
+	sackHist  [4]uint64
+	sackHistN int
 	// dsack is a D-SACK block to report in the next ACK (RFC 2883), when
 	// dsackOn: a duplicate received.
 	dsack   span

@@ -418,7 +418,7 @@ func (e *Endpoint) receiveData(seg *Segment, seqOff int64) {
 	e.lastRcvAt = now
 	if off > before {
 		e.info.OutOfOrderSegs++
-		e.lastSACK = span{off, off + uint64(len(p))}
+		e.noteSACKBlock(off)
 		e.ackNow = true // RFC 5681 §4.2: out-of-order data is ACKed at once
 		e.enterQuickAck(true)
 	} else if advanced == 0 {
@@ -481,6 +481,32 @@ func (e *Endpoint) enterQuickAck(disorder bool) {
 	if disorder {
 		e.pingpong = false
 	}
+}
+
+// noteSACKBlock puts the out-of-order block holding off first in the
+// SACK history, dropping the entries it now covers and the oldest.
+func (e *Endpoint) noteSACKBlock(off uint64) {
+	ooo := &e.rb.ooo
+	cur := ooo.holding(off)
+	n := 0
+	var keep [4]uint64
+	keep[n], n = off, 1
+	for i := 0; i < e.sackHistN && n < len(keep); i++ {
+		h := e.sackHist[i]
+		j := ooo.holding(h)
+		if j < 0 || j == cur {
+			continue // acknowledged, or the same block
+		}
+		dup := false
+		for k := 1; k < n; k++ {
+			dup = dup || ooo.holding(keep[k]) == j
+		}
+		if !dup {
+			keep[n] = h
+			n++
+		}
+	}
+	e.sackHist, e.sackHistN = keep, n
 }
 
 // checkDuplicate reports, with a D-SACK block (RFC 2883 §4), payload

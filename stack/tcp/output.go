@@ -106,28 +106,39 @@ func (e *Endpoint) buildOptions(info *SegmentInfo) []byte {
 
 // sackBlocks returns the SACK blocks to send (RFC 2018 §4): a D-SACK
 // block first if a duplicate arrived (RFC 2883 §4, sent once), then the
-// block holding the most recently received segment (the one that holds
-// the D-SACK block, if any), then the highest others.
+// block holding the most recently received out-of-order segment (the one
+// that holds the D-SACK block, if any), then the blocks reported most
+// recently before, then the highest others.
 func (e *Endpoint) sackBlocks() []options.SACKBlock {
 	out := e.sackBuf[:0]
-	mark := e.lastSACK.start
-	if e.dsackOn {
-		out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(e.dsack.start)), End: uint32(e.rseqOf(e.dsack.end))})
-		mark = e.dsack.start
-		e.dsackOn = false
-	}
-	spans := e.rb.ooo.spans()
-	first := e.rb.ooo.holding(mark)
-	if first >= 0 {
-		s := spans[first]
-		out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(s.start)), End: uint32(e.rseqOf(s.end))})
-	}
-	for i := len(spans) - 1; i >= 0 && len(out) < cap(out); i-- {
-		if i == first {
-			continue
+	ooo := &e.rb.ooo
+	spans := ooo.spans()
+	var used [len(e.sackBuf)]int
+	nUsed := 0
+	add := func(i int) {
+		if i < 0 || len(out) == cap(out) {
+			return
 		}
+		for _, u := range used[:nUsed] {
+			if u == i {
+				return
+			}
+		}
+		used[nUsed] = i
+		nUsed++
 		s := spans[i]
 		out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(s.start)), End: uint32(e.rseqOf(s.end))})
+	}
+	if e.dsackOn {
+		out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(e.dsack.start)), End: uint32(e.rseqOf(e.dsack.end))})
+		add(ooo.holding(e.dsack.start))
+		e.dsackOn = false
+	}
+	for _, h := range e.sackHist[:e.sackHistN] {
+		add(ooo.holding(h))
+	}
+	for i := len(spans) - 1; i >= 0 && len(out) < cap(out); i-- {
+		add(i)
 	}
 	return out
 }

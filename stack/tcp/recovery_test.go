@@ -532,3 +532,34 @@ func TestLostSYNStillGivesRTT(t *testing.T) {
 		t.Errorf("tail loss after the handshake repaired in %v, %d RTOs", d, i.RTOs)
 	}
 }
+
+// TestSACKBlocksRecentFirst: the SACK option reports the block of the
+// segment that triggered the ACK, then the blocks reported most recently
+// (RFC 2018 §4), so that each block goes in several ACKs and a lost ACK
+// does not hide it from the sender; not the highest blocks every time.
+func TestSACKBlocksRecentFirst(t *testing.T) {
+	r := newRaw(t, tcp.Config{})
+	r.establish()
+	seg := randBytes(6, 1000)
+	base := r.peerNxt
+	at := func(k int) seqnum.Value { return base + seqnum.Value(k*1000) }
+	var last sent
+	for i, k := range []int{10, 8, 6, 4, 2} {
+		r.in(r.data(at(k), seg, uint32(200+i)))
+		out := r.take()
+		if len(out) != 1 {
+			t.Fatalf("segment %d: %d ACKs", k, len(out))
+		}
+		last = out[0]
+	}
+	o := last.Opts
+	want := []int{2, 4, 6}
+	if o.NumSACKBlocks != len(want) {
+		t.Fatalf("%d SACK blocks %v, want %d", o.NumSACKBlocks, o.SACKBlocks, len(want))
+	}
+	for i, k := range want {
+		if b := o.SACKBlocks[i]; b.Start != uint32(at(k)) || b.End != uint32(at(k+1)) {
+			t.Fatalf("block %d = [%d,%d), want the block at %d (blocks %v)", i, b.Start-uint32(base), b.End-uint32(base), k*1000, o.SACKBlocks[:o.NumSACKBlocks])
+		}
+	}
+}
