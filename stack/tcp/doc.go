@@ -78,7 +78,8 @@
 //     CongestionUndoer for undo; RateController for controllers that work
 //     from delivery rate samples and pace): "newreno" (RFC 5681 + RFC 3465
 //     ABC), "cubic" (RFC 9438 with HyStart++, RFC 9406; default) and "bbr"
-//     (BBR v1, with delivery rate estimation and pacing, rate.go).
+//     (BBR v1, with delivery rate estimation, rate.go, and pacing,
+//     pacing.go).
 //     SubflowStats lets a coupled controller read other subflows.
 //   - Delayed ACKs (every second full segment or Config.DelayedAck, 40 ms;
 //     immediate ACKs for out-of-order data and hole fills; a coalesced
