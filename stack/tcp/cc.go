@@ -22,6 +22,38 @@ type AckSample struct {
 	// AppLimited is set when the sender was not using its whole cwnd: a
 	// controller should not grow the window then (RFC 7661).
 	AppLimited bool
+	// MinRTT is the connection's minimum RTT over a recent window, zero
+	// when unknown.
+	MinRTT time.Duration
+	// NewRound is set on the first ACK of a new round trip: the first to
+	// acknowledge data sent after the previous round began (RFC 9406 §4.2:
+	// the ACK covers windowEnd, SND.NXT at the start of the round).
+	NewRound bool
+
+	// The rest is filled in for a RateController only.
+
+	// Delivered is the total of bytes delivered (acknowledged or SACKed)
+	// so far, this ACK's included; PriorDelivered the total when the most
+	// recently sent segment this ACK delivers was sent.
+	Delivered, PriorDelivered uint64
+	// RateDelivered bytes were delivered over RateInterval: the delivery
+	// rate sample (draft-cheng-iccrg-delivery-rate-estimation), zero
+	// interval when there is none; RateAppLimited marks a sample taken
+	// while the sender had less to send than its window allowed.
+	RateDelivered  int
+	RateInterval   time.Duration
+	RateAppLimited bool
+	// Lost is the bytes this ACK made the sender deem lost.
+	Lost int
+	// InFlightAfter is the data in flight once the ACK is processed.
+	InFlightAfter int
+	// Recovery and Loss report the sender's state after the ACK: fast
+	// recovery, or recovery after a timeout.
+	Recovery, Loss bool
+	// Reordering reports that the path was seen to reorder segments
+	// (RFC 8985's RACK.reordering_seen): RTT samples may then come from
+	// segments or ACKs that jumped ahead, far below the path's RTT.
+	Reordering bool
 }
 
 // CongestionControl computes the congestion window of one subflow
@@ -39,8 +71,10 @@ type CongestionControl interface {
 	// duplicate ACKs or SACK loss detection): it must set ssthresh and the
 	// cwnd to use during recovery.
 	OnCongestionEvent(now tcpip.MonotonicTime, inFlight int)
-	// OnRecoveryExit is called when fast recovery ends (the recovery point
-	// is cumulatively acknowledged).
+	// OnRecoveryExit is called when fast recovery or the recovery after a
+	// timeout ends (the recovery point is cumulatively acknowledged), or
+	// right after OnCongestionEvent when a tail loss probe repaired a
+	// loss (RFC 8985 §7.4), unless the episode was undone (OnUndo).
 	OnRecoveryExit(now tcpip.MonotonicTime)
 	// OnRTO is called when the retransmission timer expires (RFC 5681 §3.1:
 	// ssthresh from flight size, cwnd to one segment).
@@ -50,6 +84,32 @@ type CongestionControl interface {
 	// Cwnd and Ssthresh return the current values in bytes.
 	Cwnd() int
 	Ssthresh() int
+}
+
+// CongestionUndoer is implemented by a controller that can revert its
+// window reductions once they prove spurious: the retransmissions were not
+// needed (RFC 3522 Eifel detection, RFC 4015 response; D-SACKs, RFC 2883
+// and RFC 3708; RFC 9438 §4.9 for CUBIC). An episode is a run of
+// OnCongestionEvent and OnRTO calls up to OnRecoveryExit; OnUndo returns
+// the controller to the state it had before the first reduction of the
+// last episode, keeping the current window if that is larger (as Linux's
+// tcp_undo_cwnd_reduction), also after OnRecoveryExit (D-SACKs come in
+// after the recovery they undo); a second OnUndo does nothing.
+// Controllers without it keep their reductions.
+type CongestionUndoer interface {
+	OnUndo(now tcpip.MonotonicTime)
+}
+
+// RateController is implemented by a controller that works from delivery
+// rate samples and sets its window in every state, as BBR does: the
+// endpoint then fills in the rate fields of AckSample and calls OnAck for
+// every ACK, during recovery too, does not impose PRR (RFC 6937) on it,
+// and paces transmissions at PacingRate (bytes per second; zero: no
+// pacing). OnCongestionEvent and OnRTO still mark the start of a recovery
+// (a controller may keep its window then and adjust it in OnAck).
+type RateController interface {
+	CongestionControl
+	PacingRate() int64
 }
 
 // SubflowStats is the read-only view of an endpoint a controller may use;
@@ -78,6 +138,7 @@ var ccRegistry = struct {
 	"newreno": newNewReno,
 	"reno":    newNewReno,
 	"cubic":   newCubic,
+	"bbr":     newBBR,
 }}
 
 // RegisterCongestionControl makes a controller available by name to
@@ -119,9 +180,35 @@ type newReno struct {
 	cwnd     int
 	ssthresh int
 	acc      int // bytes acknowledged since the last cwnd increase (CA)
+	// prior is the state before the first reduction of the episode
+	// (CongestionUndoer).
+	prior      struct{ cwnd, ssthresh int }
+	inEpisode  bool // the next reduction belongs to the episode
+	priorValid bool // prior may be restored
 }
 
-var _ CongestionControl = (*newReno)(nil)
+var (
+	_ CongestionControl = (*newReno)(nil)
+	_ CongestionUndoer  = (*newReno)(nil)
+)
+
+// save keeps the state before the first reduction of an episode.
+func (r *newReno) save() {
+	if !r.inEpisode {
+		r.prior.cwnd, r.prior.ssthresh = r.cwnd, r.ssthresh
+		r.inEpisode, r.priorValid = true, true
+	}
+}
+
+// OnUndo implements CongestionUndoer.
+func (r *newReno) OnUndo(tcpip.MonotonicTime) {
+	if !r.priorValid {
+		return
+	}
+	r.cwnd = max(r.cwnd, r.prior.cwnd)
+	r.ssthresh = max(r.ssthresh, r.prior.ssthresh)
+	r.inEpisode, r.priorValid = false, false
+}
 
 func newNewReno(p CCParams) CongestionControl {
 	return &newReno{mss: p.MSS, cwnd: p.InitialCwnd, ssthresh: 1 << 30}
@@ -148,14 +235,16 @@ func (r *newReno) OnAck(s *AckSample) {
 }
 
 func (r *newReno) OnCongestionEvent(_ tcpip.MonotonicTime, inFlight int) {
+	r.save()
 	r.ssthresh = max(inFlight/2, 2*r.mss)
 	r.cwnd = r.ssthresh
 	r.acc = 0
 }
 
-func (r *newReno) OnRecoveryExit(tcpip.MonotonicTime) {}
+func (r *newReno) OnRecoveryExit(tcpip.MonotonicTime) { r.inEpisode = false }
 
 func (r *newReno) OnRTO(_ tcpip.MonotonicTime, inFlight int) {
+	r.save()
 	r.ssthresh = max(inFlight/2, 2*r.mss)
 	r.cwnd = r.mss
 	r.acc = 0

@@ -26,10 +26,11 @@ const (
 	// MaxChunk is the largest chunk EnqueueChunk accepts and the block size
 	// of the send buffer (a DSS data-level length is 16 bits, RFC 8684 §3.3).
 	MaxChunk = 1<<16 - 1
-	// maxOOORanges bounds the out-of-order range list of the receiver.
-	maxOOORanges = 32
-	// maxSACKRanges bounds the sender's SACK scoreboard.
-	maxSACKRanges = 64
+	// maxOOORanges bounds the out-of-order range list of the receiver: the
+	// holes it can keep open (beyond, out-of-order data is dropped). Loss
+	// in a queue that overflows under slow start takes every second or
+	// third segment of a window of hundreds.
+	maxOOORanges = 1024
 )
 
 // Keepalive configures TCP keepalive (RFC 9293 §3.8.4; RFC 1122 §4.2.3.6).

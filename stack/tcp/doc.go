@@ -60,17 +60,33 @@
 //   - Options: MSS, window scale and timestamps (RFC 7323) with PAWS,
 //     SACK (RFC 2018).
 //   - RTT estimation and RTO (RFC 6298) with Linux's RTO = SRTT +
-//     max(4*RTTVAR, 200 ms), exponential backoff, Karn's rule, retry limits.
-//   - Loss recovery: RFC 6675 conservative SACK recovery (scoreboard of byte
-//     ranges, pipe, IsLost fence, HighRxt) with RFC 6582 partial ACKs,
-//     which also serves connections without SACK; RTO recovery retransmits
-//     everything outstanding not SACKed, in slow start.
-//   - Congestion control interface (CongestionControl, registered by name):
-//     "newreno" (RFC 5681 + RFC 3465 ABC) and "cubic" (RFC 9438, default).
+//     max(4*RTTVAR, 200 ms), exponential backoff, Karn's rule, retry limits;
+//     RTT samples from each segment's transmission time (timestamps as a
+//     fallback), a windowed minimum RTT.
+//   - Loss recovery (recovery.go, rack.go): a per-segment scoreboard
+//     (rtxq.go: transmission time, SACKed, lost, retransmitted);
+//     RACK-TLP (RFC 8985) detects losses, lost retransmissions included,
+//     with a reordering window that D-SACKs widen, and tail loss probes;
+//     RFC 6582 NewReno when the peer does not SACK. Fast recovery sends at
+//     the rate of PRR (RFC 6937); an RTO deems everything outstanding lost
+//     and resends it in slow start. D-SACKs (RFC 2883) are sent for
+//     duplicates received and used for what was sent; reductions that
+//     prove spurious (Eifel, RFC 3522, with timestamps; D-SACKs for every
+//     retransmission) are undone (RFC 4015), as Linux's tcp_try_undo_*.
+//     Counters named after Linux's (Info.TCPLossProbes, TCPDSACKUndo, ...).
+//   - Congestion control interface (CongestionControl, registered by name;
+//     CongestionUndoer for undo; RateController for controllers that work
+//     from delivery rate samples and pace): "newreno" (RFC 5681 + RFC 3465
+//     ABC), "cubic" (RFC 9438 with HyStart++, RFC 9406; default) and "bbr"
+//     (BBR v1, with delivery rate estimation, rate.go, and pacing,
+//     pacing.go).
 //     SubflowStats lets a coupled controller read other subflows.
 //   - Delayed ACKs (every second full segment or Config.DelayedAck, 40 ms;
 //     immediate ACKs for out-of-order data and hole fills; a coalesced
-//     segment counts as the full segments it holds), optionally deferred
+//     segment counts as the full segments it holds); quick ACKs at the start
+//     of the connection, after idle and after disorder, pingpong mode when
+//     data answers data, and the peer's FIN acknowledged with our FIN when
+//     the application closes soon after EOF (all as Linux), optionally deferred
 //     to the end of a receive batch (SetAckDeferral, FlushAck), Nagle with
 //     NoDelay, receiver window never shrinks, window updates after reads
 //     once the open window fell to half the buffer (as Linux).
@@ -96,6 +112,6 @@
 //   - Bounded resources: send buffer, receive buffer (out-of-order data is
 //     stored in place in the receive ring, at most maxOOORanges holes;
 //     in-order data held by reference stays within the window, maxHeld
-//     views and twice the buffer size of pinned memory), SACK scoreboard
-//     (maxSACKRanges), SYN queue.
+//     views and twice the buffer size of pinned memory), the scoreboard
+//     (a record per segment of the send buffer), SYN queue.
 package tcp

@@ -37,6 +37,12 @@ type Endpoint struct {
 	ext   Extension
 	rx    Receiver // ext as a Receiver, or nil
 	cc    CongestionControl
+	// rateCC is cc as a RateController (BBR), or nil: then the endpoint
+	// estimates the delivery rate and paces.
+	rateCC    RateController
+	rate      rateState
+	paceNext  tcpip.MonotonicTime // the next transmission may leave then
+	paceTimer timer
 
 	state  State
 	err    error
@@ -50,18 +56,13 @@ type Endpoint struct {
 	maxSndWnd      uint64
 	sndWl1         uint64 // receive offset of the last window update
 	sndWl2         uint64 // send offset acked by the last window update
-	// rwNext and rwEnd delimit the bytes sent beyond a right edge that
-	// retreated (SND.UNA+SND.WND moved back below SND.NXT) and not yet
-	// sent again: the peer drops what arrives beyond its window, so they
-	// are out of flight until the window reaches them (see retreat).
-	rwNext, rwEnd uint64
-	sb            sendBuffer
-	finQueued     bool
-	finOff        uint64 // offset of our FIN once queued
-	sndMSS        int    // largest payload (peer's MSS minus fixed options)
-	gsoMax        int    // largest TSO super-segment payload, 0 for none
-	peerMSS       int
-	pathMSS       int // from HandlePacketTooBig; 0 = none
+	sb             sendBuffer
+	finQueued      bool
+	finOff         uint64 // offset of our FIN once queued
+	sndMSS         int    // largest payload (peer's MSS minus fixed options)
+	gsoMax         int    // largest TSO super-segment payload, 0 for none
+	peerMSS        int
+	pathMSS        int // from HandlePacketTooBig; 0 = none
 
 	// Receive sequence space, as offsets from the IRS.
 	irs        seqnum.Value
@@ -78,7 +79,17 @@ type Endpoint struct {
 	sndWS, rcvWS       uint8
 	tsRecent           uint32
 	tsRecentAt         tcpip.MonotonicTime
-	lastSACK           span // block of the most recent out-of-order segment
+	// sackHist holds an offset inside each of the out-of-order blocks
+	// reported most recently, the latest first (RFC 2018 §4: the block of
+	// the segment that triggered the ACK, then the most recently reported
+	// ones, so that each is reported more than once despite lost ACKs;
+	// Linux's selective_acks).
+	sackHist  [4]uint64
+	sackHistN int
+	// dsack is a D-SACK block to report in the next ACK (RFC 2883), when
+	// dsackOn: a duplicate received.
+	dsack   span
+	dsackOn bool
 
 	// ACK generation (RFC 9293 §3.8.6.3, RFC 5681 §4.2).
 	ackNow       bool
@@ -88,26 +99,63 @@ type Endpoint struct {
 	ackDue   bool
 	deferAck bool
 	dack     timer
+	// Quick-ACK mode (Linux's icsk_ack.quick and pingpong): quickAcks
+	// ACKs of new data go out at once rather than delayed, at the start
+	// of the connection, after an idle period and after out-of-order
+	// data; ackQuick says one is owed. In pingpong mode (we answer the
+	// peer's data with data of our own, or the peer closed) ACKs wait to
+	// ride on our next segment.
+	quickAcks int
+	ackQuick  bool
+	pingpong  bool
+	dataSeen  bool                // data was received
+	lastRcvAt tcpip.MonotonicTime // when data last arrived
 
 	// RTT and retransmission timer (RFC 6298).
 	srtt, rttvar, rto time.Duration
 	hasRTT            bool
-	rttTiming         bool
-	rttOff            uint64
-	rttStart          tcpip.MonotonicTime
+	rttStart          tcpip.MonotonicTime // SYN sent, for the handshake's RTT
+	minRTT            minMax
+	ackRTT            time.Duration // the current ACK's RTT sample, for the controller
 	backoff           int
 	rtoTimer          timer
 	synRetries        int
 
-	// Loss recovery (RFC 6675 with RFC 6582 partial ACKs).
-	inRecovery bool
-	rtoLoss    bool // recovery entered by RTO rather than fast retransmit
-	recoverOff uint64
-	highRxt    uint64
-	lostFence  uint64
+	// Loss recovery (recovery.go): the scoreboard, the congestion state,
+	// RACK-TLP (rack.go), PRR and undo.
+	rtx        rtxQueue
+	ca         caState
+	recoverOff uint64 // SND.NXT when recovery began (RFC 6582 "recover")
 	dupAcks    int
-	sacked     rangeSet
-	forceRetx  bool // retransmit the head on recovery entry regardless of pipe
+	renoSacked int    // without SACK: duplicate ACKs counted as segments gone
+	forceRetx  bool   // retransmit the head regardless of the windows (timeout)
+	lostHint   uint64 // no record below it waits to be sent again
+	// rackScanFrom: no record below it is a candidate for RACK's loss
+	// marking (all SACKed or already waiting to be sent again).
+	rackScanFrom uint64
+	rack         rackState
+	reoTimer     timer // RACK's reordering timer
+	tlpTimer     timer // loss probe timer (PTO)
+	tlpActive    bool  // a probe is outstanding (TLP.end_seq set)
+	tlpRetrans   bool  // it was a retransmission
+	tlpEnd       uint64
+	tlpProbe     bool // a probe is being sent: ignore cwnd
+	tlpRearm     bool // new data sent or SND.UNA advanced: reschedule the PTO
+	// PRR (RFC 6937), in bytes.
+	prrDelivered, prrOut, prrRecoverFS, prrCwnd int
+	// Undo (RFC 3522, RFC 2883): the episode began with SND.UNA at
+	// undoMarker; undoRetrans counts its retransmissions not yet
+	// D-SACKed (-1: none yet); retransStamp is the timestamp of its first
+	// retransmission.
+	undoValid      bool
+	undoMarker     uint64
+	undoRetrans    int
+	retransStamp   uint32
+	retransStampOK bool
+	// Round trips (RFC 9406 §4.2): a round ends when SND.UNA reaches
+	// roundEnd, SND.NXT when it began.
+	roundEnd uint64
+	newRound bool
 	// cwndBlocked records whether the last transmission attempt was
 	// limited by cwnd (not by data or the peer's window): otherwise the
 	// sender is application-limited and cwnd must not grow (RFC 7661).
@@ -134,6 +182,9 @@ type Endpoint struct {
 	// Challenge ACK rate limit (RFC 5961 §7).
 	chalSecond int64
 	chalCount  int
+
+	nowAt tcpip.MonotonicTime // the time of the current call (see now)
+	nowOK bool
 
 	lastNotifiedDeadline timer
 	// synq is the SYN queue of the Listener that created the endpoint,
@@ -168,7 +219,7 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 	e.sndUna, e.sndNxt = 0, 0
 	e.sb.init(cfg.SendBuffer)
 	e.rb.init(cfg.ReceiveBuffer)
-	e.sacked = newRangeSet(maxSACKRanges)
+	e.rack.reoWndMult = 1
 	e.rto = cfg.InitialRTO
 	e.peerMSS = 536 // RFC 9293 §3.7.1 default until negotiated
 	e.sndMSS = 536
@@ -184,14 +235,21 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.cc = cc
+	e.setCC(cc)
 	return e, nil
+}
+
+// setCC installs the congestion controller.
+func (e *Endpoint) setCC(cc CongestionControl) {
+	e.cc = cc
+	e.rateCC, _ = cc.(RateController)
 }
 
 // Connect starts an active open (RFC 9293 §3.10.1): it sends the SYN with
 // MSS, window scale, SACK-permitted and timestamp options, plus the
 // extension's options (MP_CAPABLE or MP_JOIN).
 func (e *Endpoint) Connect() error {
+	e.nowOK = false
 	if e.state != StateClosed || e.err != nil || e.sndNxt != 0 {
 		return ErrInvalidState
 	}
@@ -212,6 +270,7 @@ func (e *Endpoint) Err() error { return e.err }
 // buffer is full (wait for EventWritable), ErrClosedForSend after
 // CloseWrite, or the connection's error.
 func (e *Endpoint) Write(p []byte) (int, error) {
+	e.nowOK = false
 	if e.err != nil {
 		return 0, e.err
 	}
@@ -238,6 +297,7 @@ func (e *Endpoint) Write(p []byte) (int, error) {
 // ErrChunkTooLarge above MaxChunk bytes and with ErrWouldBlock (queuing
 // nothing) when the send buffer has no room for the whole chunk.
 func (e *Endpoint) EnqueueChunk(data []byte, meta any) error {
+	e.nowOK = false
 	if e.err != nil {
 		return e.err
 	}
@@ -271,6 +331,7 @@ func (e *Endpoint) EnqueueChunk(data []byte, meta any) error {
 // as the MPTCP layer does to keep data until the data-level
 // acknowledgement. On error the caller keeps its reference.
 func (e *Endpoint) EnqueueView(v *buffer.View, meta any) error {
+	e.nowOK = false
 	if e.err != nil {
 		return e.err
 	}
@@ -318,6 +379,7 @@ func (e *Endpoint) SendBufferSize() int { return e.sb.limit }
 // nothing is available yet, or the connection's error. With a Receiver
 // extension all data goes to Deliver and Read only reports EOF and errors.
 func (e *Endpoint) Read(p []byte) (int, error) {
+	e.nowOK = false
 	if n := e.rb.read(p); n > 0 {
 		e.info.BytesRead += uint64(n)
 		e.afterRead()
@@ -367,6 +429,7 @@ func (e *Endpoint) afterRead() {
 // CloseWrite queues a FIN after the data already queued (half-close,
 // RFC 9293 §3.10.4). Reading continues until the peer's FIN.
 func (e *Endpoint) CloseWrite() error {
+	e.nowOK = false
 	if e.err != nil {
 		return e.err
 	}
@@ -393,6 +456,7 @@ func (e *Endpoint) CloseWrite() error {
 // read no more. If unread data is pending (or arrives later), the
 // connection is reset instead (RFC 2525 §2.17, as Linux does).
 func (e *Endpoint) Close() error {
+	e.nowOK = false
 	if e.closed {
 		return nil
 	}
@@ -413,6 +477,7 @@ func (e *Endpoint) Close() error {
 // synchronized and SYN-RECEIVED states, and the endpoint moves to CLOSED
 // with ErrAborted.
 func (e *Endpoint) Abort() {
+	e.nowOK = false
 	if e.state == StateClosed {
 		return
 	}
@@ -426,6 +491,7 @@ func (e *Endpoint) Abort() {
 // SendAck sends a pure ACK now (with the extension's options: an MPTCP
 // layer uses it for DATA_ACKs, ADD_ADDR and the like).
 func (e *Endpoint) SendAck() {
+	e.nowOK = false
 	if e.state.synchronized() {
 		e.sendAck()
 		e.flushNotify()
@@ -451,6 +517,7 @@ func (e *Endpoint) SetAckDeferral(on bool) { e.deferAck = on }
 // FlushAck sends the acknowledgment held back under SetAckDeferral, if it
 // is still owed.
 func (e *Endpoint) FlushAck() {
+	e.nowOK = false
 	if e.ackDue && e.state.synchronized() && e.state != StateTimeWait {
 		e.sendAck()
 	}
@@ -461,13 +528,23 @@ func (e *Endpoint) FlushAck() {
 // Kick retries transmission, e.g. after the extension's receive window
 // or congestion state changed.
 func (e *Endpoint) Kick() {
+	e.nowOK = false
 	if e.state.synchronized() {
 		e.output()
 		e.flushNotify()
 	}
 }
 
-func (e *Endpoint) now() tcpip.MonotonicTime { return e.clock.NowMonotonic() }
+// now is the current time, read from the clock once per call into the
+// endpoint: everything a segment, a timer run or an application call does
+// happens at one instant. Every entry point resets it (nowOK), and so does
+// flushNotify, which ends them.
+func (e *Endpoint) now() tcpip.MonotonicTime {
+	if !e.nowOK {
+		e.nowAt, e.nowOK = e.clock.NowMonotonic(), true
+	}
+	return e.nowAt
+}
 
 // seqOf converts a send offset to a wire sequence number.
 func (e *Endpoint) seqOf(off uint64) seqnum.Value { return e.iss.Add(seqnum.Size(uint32(off))) }
@@ -519,12 +596,16 @@ func (e *Endpoint) closeNow(err error) {
 		e.err = err
 	}
 	e.rtoTimer.stop()
+	e.tlpTimer.stop()
+	e.reoTimer.stop()
+	e.paceTimer.stop()
 	e.dack.stop()
 	e.persist.stop()
 	e.keepalive.stop()
 	e.timeWait.stop()
 	e.finWait2.stop()
 	e.sb.release()
+	e.rtx.reset()
 	e.setState(StateClosed)
 	ev := EventClosed | EventReadable | EventWritable
 	if err != nil {
@@ -537,6 +618,7 @@ func (e *Endpoint) closeNow(err error) {
 func (e *Endpoint) notify(ev Events) { e.info.pending |= ev }
 
 func (e *Endpoint) flushNotify() {
+	e.nowOK = false
 	// Report a changed earliest deadline.
 	at, ok := e.NextDeadline()
 	if ok != e.lastNotifiedDeadline.armed || (ok && at != e.lastNotifiedDeadline.at) {
@@ -577,6 +659,7 @@ func (e *Endpoint) IRS() seqnum.Value { return e.irs }
 // the new size without a congestion response (like Linux's
 // tcp_simple_retransmit). Values that do not lower the MSS are ignored.
 func (e *Endpoint) HandlePacketTooBig(mss int) {
+	e.nowOK = false
 	if mss < 64 || mss >= e.effMSS() {
 		return
 	}
@@ -589,11 +672,13 @@ func (e *Endpoint) HandlePacketTooBig(mss int) {
 	e.sb.segmentSize(e.sndMSS)
 	e.cc.SetMSS(e.sndMSS)
 	if e.state.synchronized() && e.sndNxt > e.sndUna {
-		e.inRecovery, e.rtoLoss = true, true
-		e.recoverOff, e.lostFence, e.highRxt = e.sndNxt, e.sndNxt, e.sndUna
-		e.clearRewind()
+		// Like Linux's tcp_simple_retransmit: RTO recovery without a
+		// congestion response.
+		e.markAllLost(false)
+		e.ca, e.recoverOff, e.undoValid = caLoss, e.sndNxt, false
+		e.tlpTimer.stop()
+		e.tlpActive = false
 		e.forceRetx = true
-		e.rttTiming = false
 		e.output()
 	}
 	e.flushNotify()

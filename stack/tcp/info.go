@@ -49,6 +49,61 @@ type Info struct {
 	// the window allowed it, without a congestion response.
 	BytesBeyondEdge uint64
 
+	// Loss recovery (RFC 8985 RACK-TLP, RFC 2883 D-SACK, RFC 3522 and
+	// RFC 4015 undo, RFC 6937 PRR), named after Linux's TcpExt counters.
+
+	// MinRTT is the minimum RTT over the last 30 s; ReoWnd is RACK's
+	// current reordering window (RFC 8985 §6.2).
+	MinRTT, ReoWnd time.Duration
+	// PacingRate is the rate a pacing controller (RateController, BBR)
+	// sends at, bytes per second; zero without pacing.
+	PacingRate int64
+	// TCPSackRecovery counts fast recoveries with SACK (RACK-detected
+	// losses), TCPRenoRecovery those without (three duplicate ACKs,
+	// RFC 6582); FastRecoveries is their sum.
+	TCPSackRecovery uint64
+	TCPRenoRecovery uint64
+	// TCPFastRetrans counts segments sent again during fast recovery,
+	// TCPSlowStartRetrans during RTO recovery.
+	TCPFastRetrans      uint64
+	TCPSlowStartRetrans uint64
+	// TCPLostRetransmit counts retransmissions that RACK found lost in
+	// turn and sent again, without waiting for a timeout.
+	TCPLostRetransmit uint64
+	// TCPSACKReorder counts ACKs showing reordering: a segment sent once
+	// delivered below one delivered before (RFC 8985 §6.2 step 3).
+	TCPSACKReorder uint64
+	// TCPLossProbes counts tail loss probes sent (RFC 8985 §7.3).
+	TCPLossProbes uint64
+	// TCPLossProbeRecovery counts probes that repaired a loss, each with
+	// a congestion window reduction (RFC 8985 §7.4).
+	TCPLossProbeRecovery uint64
+	// TCPDSACKRecv counts D-SACK blocks received (RFC 2883);
+	// TCPDSACKOfoRecv those of them above SND.UNA.
+	TCPDSACKRecv    uint64
+	TCPDSACKOfoRecv uint64
+	// TCPDSACKOldSent counts D-SACKs sent for duplicate data below
+	// RCV.NXT, TCPDSACKOfoSent for duplicates of out-of-order data.
+	TCPDSACKOldSent uint64
+	TCPDSACKOfoSent uint64
+	// TCPFullUndo counts fast recoveries undone at their end because
+	// the timestamps showed an original transmission got through or
+	// every retransmission was D-SACKed (Linux's tcp_try_undo_recovery).
+	TCPFullUndo uint64
+	// TCPPartialUndo counts fast recoveries undone by a partial ACK whose
+	// timestamp shows the hole was filled by the original (reordering).
+	TCPPartialUndo uint64
+	// TCPDSACKUndo counts fast recoveries undone when D-SACKs covered
+	// every retransmission.
+	TCPDSACKUndo uint64
+	// TCPLossUndo counts retransmission timeouts undone (Eifel, RFC 3522,
+	// or D-SACKs for every retransmission).
+	TCPLossUndo uint64
+	// TCPSpuriousRTOs counts retransmission timeouts found spurious
+	// (Linux counts F-RTO's; here the timestamp echo of the first ACK
+	// after the timeout, RFC 3522, or D-SACKs), each one undone.
+	TCPSpuriousRTOs uint64
+
 	pending Events
 }
 
@@ -71,6 +126,13 @@ func (e *Endpoint) Info() Info {
 		i.SndWScale, i.RcvWScale = 0, 0
 	}
 	i.SACK, i.Timestamps = e.sackOK, e.tsOK
-	i.InRecovery = e.inRecovery
+	i.InRecovery = e.ca != caOpen
+	i.MinRTT = e.minRTT.get()
+	e.nowOK = false // Info is no call into the protocol: do not keep the time
+	i.ReoWnd = e.rackReoWnd()
+	e.nowOK = false
+	if e.rateCC != nil {
+		i.PacingRate = e.rateCC.PacingRate()
+	}
 	return i
 }

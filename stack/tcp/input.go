@@ -15,6 +15,7 @@ const pawsIdleLimit = 24 * 24 * time.Hour
 // adapter answers with a RST, RFC 9293 §3.10.7.1). seg's buffers are not
 // retained.
 func (e *Endpoint) HandleSegment(seg *Segment) {
+	e.nowOK = false
 	e.info.SegsIn++
 	switch e.state {
 	case StateClosed:
@@ -55,7 +56,7 @@ func (e *Endpoint) negotiate(o *options.TCPOptions) {
 	if cc, err := NewCongestionControl(e.cfg.Congestion, CCParams{
 		MSS: e.sndMSS, InitialCwnd: e.cfg.InitialCwnd * e.sndMSS, Subflow: e,
 	}); err == nil {
-		e.cc = cc
+		e.setCC(cc)
 	}
 }
 
@@ -131,14 +132,38 @@ func (e *Endpoint) synAcked(seg *Segment) {
 	now := e.now()
 	e.sndUna = 1
 	e.rtoTimer.stop()
-	if e.backoff == 0 {
+	o := &seg.Options
+	switch {
+	case e.backoff == 0:
 		e.updateRTT(now.Sub(e.rttStart))
-	} else {
-		// RFC 6298 §5.7: after a SYN timeout, restart from 3 s... we only
-		// reset the backoff and keep the (larger) RTO until a sample.
-		e.backoff = 0
+	case e.tsOK && o.HasTimestamp && o.TSEcr != 0:
+		// The SYN went out more than once; the timestamp echo tells
+		// which copy this answers (RFC 7323 §4.1), so the sample is
+		// unambiguous (Linux takes it too). Without it, a lost SYN or
+		// SYN-ACK would leave the RTO at its backed-off initial value,
+		// and loss probes off, until the first sample from data.
+		if d := int32(e.tsNow() - o.TSEcr); d >= 0 {
+			e.updateRTT(time.Duration(d) * time.Millisecond)
+		}
 	}
+	// Otherwise (RFC 6298 §5.7) the larger RTO stays until a sample.
+	e.backoff = 0
 	e.armKeepalive()
+}
+
+// disorderedAck reports whether a segment failing the PAWS test is a pure
+// ACK that was merely reordered on its way: at RCV.NXT, without data or
+// control flags, its timestamp within one RTO of TS.Recent. Such an ACK
+// carries SACK and D-SACK information that loss recovery needs, and
+// cannot change the connection's state (an older acknowledgment number is
+// ignored, the window update rule keeps the newer window). Linux's
+// tcp_disordered_ack lets them through likewise (for duplicate ACKs).
+func (e *Endpoint) disorderedAck(seg *Segment, seqOff int64) bool {
+	if len(seg.Payload) != 0 || seg.Flags&(FlagSYN|FlagFIN|FlagRST) != 0 || seg.Flags&FlagACK == 0 ||
+		seqOff != int64(e.rcvNxtOff()) {
+		return false
+	}
+	return time.Duration(e.tsRecent-seg.Options.TSVal)*time.Millisecond <= e.rto
 }
 
 // acceptable is the segment acceptability test of RFC 9293 §3.10.7.4.
@@ -179,17 +204,37 @@ func (e *Endpoint) handleSynchronized(seg *Segment) {
 
 	// PAWS (RFC 7323 §5.3).
 	if e.tsOK && o.HasTimestamp && seg.Flags&FlagRST == 0 &&
-		int32(o.TSVal-e.tsRecent) < 0 && now.Sub(e.tsRecentAt) < pawsIdleLimit {
+		int32(o.TSVal-e.tsRecent) < 0 && now.Sub(e.tsRecentAt) < pawsIdleLimit &&
+		!e.disorderedAck(seg, seqOff) {
 		e.info.PAWSDrops++
 		e.info.DroppedSegs++
+		if n := int64(len(seg.Payload)); n > 0 && seqOff < int64(e.rb.nxt) && seqOff > 0 {
+			// Most likely an original that arrived after its
+			// retransmission: report it (RFC 2883), as Linux's
+			// tcp_send_dupack does.
+			e.setDSACK(uint64(seqOff), uint64(min(seqOff+n, int64(e.rb.nxt))), false)
+		}
 		e.sendAck()
 		return
 	}
 
+	if e.state == StateSynRcvd && seg.Flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN && seg.Seq == e.irs &&
+		e.tsOK && o.HasTimestamp && int32(o.TSVal-e.tsRecent) >= 0 {
+		// The peer retransmitted its SYN: its timestamp becomes
+		// TS.Recent (RFC 7323 §4.3: SEG.SEQ is below Last.ACK.sent), so
+		// that the SYN-ACK we answer with echoes the copy it answers
+		// and gives the peer an RTT sample.
+		e.tsRecent, e.tsRecentAt = o.TSVal, now
+	}
 	if !e.acceptable(seqOff, segLen) {
 		e.info.DroppedSegs++
 		if seg.Flags&FlagRST != 0 {
 			return
+		}
+		if n := int64(len(seg.Payload)); n > 0 && seqOff+n <= int64(e.rb.nxt) && seqOff+n > 0 {
+			// A duplicate: our ACK was lost or the peer's timer fired
+			// early (RFC 2883 §4.1.1).
+			e.setDSACK(uint64(max(seqOff, 1)), uint64(seqOff+n), false)
 		}
 		if e.state == StateTimeWait && seg.Flags&FlagFIN != 0 {
 			e.timeWait.set(now.Add(e.cfg.TimeWait))
@@ -339,6 +384,9 @@ func (e *Endpoint) receiveData(seg *Segment, seqOff int64) {
 	}
 	before := e.rb.nxt
 	hadOOO := !e.rb.ooo.empty()
+	if e.sackOK && len(p) > 0 {
+		e.checkDuplicate(seqOff, off, uint64(len(p)))
+	}
 	e.measureRcvRTT(seg)
 	var advanced uint64
 	ok, delivered := true, false
@@ -360,12 +408,22 @@ func (e *Endpoint) receiveData(seg *Segment, seqOff int64) {
 	if !ok {
 		e.info.DroppedSegs++
 	}
+	now := e.now()
+	if !e.dataSeen || now.Sub(e.lastRcvAt) > e.rto {
+		// The first data, or data after an idle period: the sender is
+		// in slow start, ACK it promptly (Linux's tcp_event_data_recv).
+		e.dataSeen = true
+		e.enterQuickAck(false)
+	}
+	e.lastRcvAt = now
 	if off > before {
 		e.info.OutOfOrderSegs++
-		e.lastSACK = span{off, off + uint64(len(p))}
+		e.noteSACKBlock(off)
 		e.ackNow = true // RFC 5681 §4.2: out-of-order data is ACKed at once
+		e.enterQuickAck(true)
 	} else if advanced == 0 {
 		e.ackNow = true // duplicate
+		e.enterQuickAck(true)
 	} else if hadOOO {
 		e.ackNow = true // filled (part of) a hole
 	}
@@ -400,11 +458,86 @@ func (e *Endpoint) receiveData(seg *Segment, seqOff int64) {
 		} else {
 			e.ackNow = true
 		}
-	} else if !e.dack.armed {
-		e.dack.set(e.now().Add(e.cfg.DelayedAck))
+	} else {
+		if e.quickAcks > 0 {
+			e.ackQuick = true
+		}
+		if !e.dack.armed {
+			e.dack.set(e.now().Add(e.cfg.DelayedAck))
+		}
 	}
 	e.autoTune()
 	e.checkFin()
+}
+
+// enterQuickAck lets the next ACKs of new data go out at once: up to 16,
+// fewer when the receive window holds fewer than 32 segments (Linux's
+// tcp_incr_quickack); after out-of-order data or a duplicate, pingpong
+// mode ends too (tcp_enter_quickack_mode).
+func (e *Endpoint) enterQuickAck(disorder bool) {
+	n := e.rb.size / (2 * max(e.rcvMSSEst, 1))
+	n = min(max(n, 2), 16)
+	e.quickAcks = max(e.quickAcks, n)
+	if disorder {
+		e.pingpong = false
+	}
+}
+
+// noteSACKBlock puts the out-of-order block holding off first in the
+// SACK history, dropping the entries it now covers and the oldest.
+func (e *Endpoint) noteSACKBlock(off uint64) {
+	ooo := &e.rb.ooo
+	cur := ooo.holding(off)
+	n := 0
+	var keep [4]uint64
+	keep[n], n = off, 1
+	for i := 0; i < e.sackHistN && n < len(keep); i++ {
+		h := e.sackHist[i]
+		j := ooo.holding(h)
+		if j < 0 || j == cur {
+			continue // acknowledged, or the same block
+		}
+		dup := false
+		for k := 1; k < n; k++ {
+			dup = dup || ooo.holding(keep[k]) == j
+		}
+		if !dup {
+			keep[n] = h
+			n++
+		}
+	}
+	e.sackHist, e.sackHistN = keep, n
+}
+
+// checkDuplicate reports, with a D-SACK block (RFC 2883 §4), payload
+// arriving at off (seqOff before trimming below RCV.NXT) that was received
+// before: below RCV.NXT, or overlapping out-of-order data already held.
+func (e *Endpoint) checkDuplicate(seqOff int64, off, n uint64) {
+	if seqOff < int64(off) {
+		e.setDSACK(uint64(max(seqOff, 1)), off, false)
+		return
+	}
+	if off < e.rb.nxt {
+		e.setDSACK(off, min(off+n, e.rb.nxt), false)
+		return
+	}
+	if d, ok := e.rb.ooo.overlap(off, off+n); ok {
+		e.setDSACK(d.start, d.end, true)
+	}
+}
+
+// setDSACK records a D-SACK block for the next ACK, which goes out at once.
+func (e *Endpoint) setDSACK(start, end uint64, ofo bool) {
+	if !e.sackOK || end <= start {
+		return
+	}
+	e.dsack, e.dsackOn = span{start, end}, true
+	e.ackNow = true
+	if ofo {
+		e.info.TCPDSACKOfoSent++
+	} else {
+		e.info.TCPDSACKOldSent++
+	}
 }
 
 // rcvMSSMax is the largest payload the peer may put in one segment: the
@@ -424,11 +557,27 @@ func (e *Endpoint) checkFin() {
 		return
 	}
 	e.finRcvd = true
-	e.ackNow = true
 	e.notify(EventReadable)
 	switch e.state {
 	case StateEstablished, StateSynRcvd:
+		// The peer closed first. Its FIN's ACK is delayed, as Linux
+		// does (tcp_fin enters pingpong mode), so that the FIN of an
+		// application that closes on reading EOF carries it: one
+		// segment instead of a pure ACK followed a few microseconds
+		// later by a FIN, which a Linux peer in FIN-WAIT-1 may process
+		// concurrently with the ACK and drop (its socket turning into
+		// a timewait one), leaving our FIN to the retransmission timer.
 		e.setState(StateCloseWait)
+		e.pingpong = true
+		if e.cfg.DelayedAck < 0 {
+			e.ackNow = true
+		} else if !e.dack.armed {
+			e.dack.set(e.now().Add(e.cfg.DelayedAck))
+		}
+		return
+	}
+	e.ackNow = true
+	switch e.state {
 	case StateFinWait1:
 		if e.sndUna > e.finOff {
 			e.enterTimeWait()
@@ -444,10 +593,14 @@ func (e *Endpoint) checkFin() {
 func (e *Endpoint) enterTimeWait() {
 	e.setState(StateTimeWait)
 	e.rtoTimer.stop()
+	e.tlpTimer.stop()
+	e.reoTimer.stop()
+	e.paceTimer.stop()
 	e.persist.stop()
 	e.keepalive.stop()
 	e.finWait2.stop()
 	e.sb.release()
+	e.rtx.reset()
 	e.timeWait.set(e.now().Add(e.cfg.TimeWait))
 	e.ackNow = true
 	e.sendAck()

@@ -103,9 +103,12 @@ func TestTSOSuperSegments(t *testing.T) {
 	if out := r.take(); len(out) != 1 || out[0].SegSize == 0 {
 		t.Fatalf("first flight: %+v", summary(out))
 	}
-	r.advance(1500 * time.Millisecond) // RTO
+	r.advance(1500 * time.Millisecond) // a loss probe of new data, then RTOs
 	out := r.take()
-	if len(out) == 0 || !out[0].Retx || len(out[0].Payload) != rawSndMSS || out[0].SegSize != 0 {
+	for len(out) > 0 && !out[0].Retx {
+		out = out[1:]
+	}
+	if len(out) == 0 || len(out[0].Payload) != rawSndMSS || out[0].SegSize != 0 {
 		t.Fatalf("retransmission: %+v", summary(out))
 	}
 }
@@ -134,7 +137,7 @@ func TestTSODeferral(t *testing.T) {
 		acked += 10 * rawSndMSS // small ACKs
 		r.in(r.ack(localISS + 1 + seqnum.Value(acked)))
 		for _, s := range r.take() {
-			if len(s.Payload) != full {
+			if len(s.Payload) != full && s.Flags&tcp.FlagPSH == 0 { // (the end of what was written)
 				t.Fatalf("after ACK of %d: frame of %d bytes, want full frames of %d", acked, len(s.Payload), full)
 			}
 			frames++
@@ -222,6 +225,7 @@ func TestClonePayload(t *testing.T) {
 func TestDelayedAckAfterCoalesced(t *testing.T) {
 	r := newRaw(t, tcp.Config{})
 	r.establish()
+	r.pastQuickAck(100)
 	big := randBytes(12, 20*1448)
 	r.in(r.data(r.peerNxt, big, 200))
 	r.peerNxt += seqnum.Value(len(big))
@@ -249,6 +253,7 @@ func TestAckDeferral(t *testing.T) {
 	var events tcp.Events
 	r := newRaw(t, tcp.Config{Notify: func(ev tcp.Events) { events |= ev }})
 	r.establish()
+	r.pastQuickAck(100)
 	seg := randBytes(14, 1448)
 	two := func(tsVal uint32) {
 		for i := range 2 {

@@ -114,33 +114,48 @@ func (e *Endpoint) buildOptions(info *SegmentInfo) []byte {
 		e.extOpts = e.ext.SegmentOptions(info, space, e.extOpts[:0])
 		l.MPTCP = e.extOpts
 	}
-	if !syn && e.sackOK && info.Flags&FlagRST == 0 && !e.rb.ooo.empty() {
+	if !syn && e.sackOK && info.Flags&FlagRST == 0 && (!e.rb.ooo.empty() || e.dsackOn) {
 		l.SACKBlocks = e.sackBlocks()
 	}
 	b, _ := l.Append(e.optBuf[:0])
 	return b
 }
 
-// sackBlocks returns the SACK blocks to send (RFC 2018 §4): the block
-// holding the most recently received segment first, then the highest
-// others.
+// sackBlocks returns the SACK blocks to send (RFC 2018 §4): a D-SACK
+// block first if a duplicate arrived (RFC 2883 §4, sent once), then the
+// block holding the most recently received out-of-order segment (the one
+// that holds the D-SACK block, if any), then the blocks reported most
+// recently before, then the highest others.
 func (e *Endpoint) sackBlocks() []options.SACKBlock {
 	out := e.sackBuf[:0]
-	first := -1
-	spans := e.rb.ooo.spans()
-	for i, s := range spans {
-		if s.start <= e.lastSACK.start && e.lastSACK.start < s.end {
-			first = i
-			out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(s.start)), End: uint32(e.rseqOf(s.end))})
-			break
+	ooo := &e.rb.ooo
+	spans := ooo.spans()
+	var used [len(e.sackBuf)]int
+	nUsed := 0
+	add := func(i int) {
+		if i < 0 || len(out) == cap(out) {
+			return
 		}
-	}
-	for i := len(spans) - 1; i >= 0 && len(out) < cap(out); i-- {
-		if i == first {
-			continue
+		for _, u := range used[:nUsed] {
+			if u == i {
+				return
+			}
 		}
+		used[nUsed] = i
+		nUsed++
 		s := spans[i]
 		out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(s.start)), End: uint32(e.rseqOf(s.end))})
+	}
+	if e.dsackOn {
+		out = append(out, options.SACKBlock{Start: uint32(e.rseqOf(e.dsack.start)), End: uint32(e.rseqOf(e.dsack.end))})
+		add(ooo.holding(e.dsack.start))
+		e.dsackOn = false
+	}
+	for _, h := range e.sackHist[:e.sackHistN] {
+		add(ooo.holding(h))
+	}
+	for i := len(spans) - 1; i >= 0 && len(out) < cap(out); i-- {
+		add(i)
 	}
 	return out
 }
@@ -197,8 +212,11 @@ func (e *Endpoint) transmitSpan(flags header.TCPFlags, off uint64, c, c2 *chunk,
 	if flags&FlagACK != 0 {
 		s.Ack = e.rcvNxtSeq()
 		s.Window = e.windowField(flags&FlagSYN != 0)
+		if ack := e.rcvNxtOff(); ack > e.lastAckOff && e.quickAcks > 0 {
+			e.quickAcks--
+		}
 		e.lastAckOff = e.rcvNxtOff()
-		e.ackNow, e.ackDue = false, false
+		e.ackNow, e.ackDue, e.ackQuick = false, false, false
 		e.unackedBytes = 0
 		e.dack.stop()
 	} else {
@@ -339,6 +357,7 @@ func (e *Endpoint) output() {
 		break
 	}
 	e.sendOwedAck()
+	e.checkAppLimited()
 	now := e.now()
 	if e.windowStalled() || (e.swsBlocked && e.sndNxt == e.sndUna) {
 		// The persist timer watches a closed window (or one too small
@@ -347,6 +366,7 @@ func (e *Endpoint) output() {
 		// probes stays alive however long its window stays shut
 		// (RFC 9293 §3.8.6.1).
 		e.rtoTimer.stop()
+		e.tlpTimer.stop()
 		if !e.persist.armed {
 			e.persistShift = 0
 			e.persist.set(now.Add(e.persistInterval()))
@@ -357,6 +377,14 @@ func (e *Endpoint) output() {
 	if e.sndNxt > e.sndUna && !e.rtoTimer.armed {
 		e.rtoTimer.set(now.Add(e.rto))
 	}
+	if e.sndNxt <= e.sndUna {
+		e.tlpTimer.stop()
+		e.reoTimer.stop()
+		e.tlpActive = false
+	} else if e.tlpRearm {
+		e.scheduleTLP()
+	}
+	e.tlpRearm = false
 }
 
 // windowStalled reports whether the peer's window is closed while we have
@@ -374,6 +402,11 @@ func (e *Endpoint) windowStalled() bool {
 // sendOwedAck sends the pure ACK owed, unless it may be deferred (see
 // SetAckDeferral), in which case it reports EventAckDue.
 func (e *Endpoint) sendOwedAck() {
+	if e.ackQuick && !e.pingpong {
+		// Quick ACKs wait for the end of a receive batch like the
+		// every-second-segment ones (SetAckDeferral).
+		e.ackDue = true
+	}
 	if e.ackDue && !e.deferAck {
 		e.ackNow = true
 	}
@@ -384,98 +417,123 @@ func (e *Endpoint) sendOwedAck() {
 	}
 }
 
-// retransmitOne sends again the next bytes that need it (nextResend), if
-// the peer's window and the congestion window allow. Nothing is sent beyond
-// the peer's right edge, where it would be dropped, except the head of the
-// queue when the retransmission is forced (timeout): it then probes a
-// window that closed, as Linux's tcp_retransmit_skb does.
+// retransmitOne sends again the first segment waiting for it (deemed
+// lost, or sent beyond a right edge that retreated), if the peer's window
+// and the congestion window allow. Nothing is sent beyond the peer's right
+// edge, where it would be dropped, except the head of the queue when the
+// retransmission is forced (timeout): it then probes a window that closed,
+// as Linux's tcp_retransmit_skb does.
 func (e *Endpoint) retransmitOne() bool {
-	off, next, rewind, ok := e.nextResend()
-	if !ok {
+	i := e.nextLost()
+	if i < 0 {
 		return false
 	}
-	wndEnd := e.sndUna + e.sndWnd
-	probe := false
-	if off >= wndEnd {
-		if off != e.sndUna || !e.forceRetx {
-			return false
-		}
-		probe = true
+	off := e.rtx.at(i).start
+	if off >= e.sndUna+e.sndWnd && (off != e.sndUna || !e.forceRetx) {
+		return false
 	}
-	if !e.forceRetx && e.pipe()+e.sndMSS > e.cc.Cwnd() {
+	if !e.forceRetx && e.pipe()+e.sndMSS > e.sendCwnd() {
 		e.cwndBlocked = true
 		return false
 	}
+	if e.paceBlocked() {
+		return false
+	}
+	return e.resend(i, e.forceRetx)
+}
+
+// resend transmits record i again, as one segment: cut to the MSS, the
+// chunk it lies in and, unless probe, the peer's window (the rest of the
+// record stays as a record of its own). It reports whether it sent.
+func (e *Endpoint) resend(i int, probe bool) bool {
+	q := &e.rtx
+	r := q.at(i)
+	off := r.start
+	wndEnd := e.sndUna + e.sndWnd
+	if off >= wndEnd && !probe {
+		return false
+	}
 	e.forceRetx = false
-	e.rttTiming = false // Karn's algorithm
-	sentTo := func(to uint64) {
-		if rewind {
-			e.rwNext = to
-		} else {
-			e.highRxt = to
+	finRec := e.finQueued && r.end == e.finOff+1
+	dataEnd := r.end
+	if finRec {
+		dataEnd = e.finOff
+	}
+	var c *chunk
+	limit := off + uint64(e.sndMSS)
+	if dataEnd > off {
+		if c = e.sb.find(off); c == nil {
+			return false
 		}
+		limit = min(limit, c.end())
 	}
-	if e.finQueued && off == e.finOff {
-		e.transmit(FlagACK|FlagFIN, off, nil, 0, true)
-		sentTo(off + 1)
-		return true
-	}
-	c := e.sb.find(off)
-	if c == nil {
-		sentTo(off + 1)
-		return true
-	}
-	end := min(off+uint64(e.sndMSS), next, c.end())
 	if !probe {
-		end = min(end, wndEnd)
+		limit = min(limit, wndEnd)
+	}
+	if dataEnd > limit {
+		q.split(i, limit)
+		dataEnd, finRec = limit, false
+	} else if finRec && !probe && e.finOff >= wndEnd && dataEnd > off {
+		q.split(i, e.finOff) // the FIN lies beyond the window
+		finRec = false
 	}
 	flags := FlagACK
-	if e.finQueued && end == e.finOff && end < e.sndNxt && (probe || end < wndEnd) {
+	if finRec {
 		flags |= FlagFIN
 	}
-	n, fl := e.transmit(flags, off, c, int(end-off), true)
+	n, fl := e.transmit(flags, off, c, int(dataEnd-off), true)
 	to := off + uint64(n)
 	if fl&FlagFIN != 0 {
 		to++
 	}
-	sentTo(to)
+	if to == off {
+		return false
+	}
+	if to < q.at(i).end {
+		q.split(i, to)
+	}
+	e.sentAgain(i)
 	return true
 }
 
-// nextResend finds the next bytes to send again: first those deemed lost
-// in loss recovery (RFC 6675 NextSeg rule 1), then those sent beyond a
-// right edge that retreated (rewind). It returns the first offset, the end
-// of the unSACKed run from there and which of the two it is.
-func (e *Endpoint) nextResend() (off, next uint64, rewind, ok bool) {
-	if e.inRecovery {
-		off, next = e.skipSACKed(max(e.highRxt, e.sndUna))
-		if off < e.lostFence && off < e.sndNxt {
-			return off, next, false, true
-		}
+// sentAgain updates record i after it was transmitted again: in flight
+// once more, with a new transmission time for RACK; counted for undo and
+// PRR during recovery.
+func (e *Endpoint) sentAgain(i int) {
+	q := &e.rtx
+	r := q.at(i)
+	f := r.flags
+	beyond := f&segBeyond != 0
+	if beyond {
+		f &^= segLost | segBeyond
 	}
-	if e.rwNext < e.rwEnd {
-		off, next = e.skipSACKed(e.rewindStart())
-		if off < e.rwEnd && off < e.sndNxt {
-			return off, min(next, e.rwEnd), true, true
-		}
+	if f&segLost != 0 {
+		f |= segRetrans
 	}
-	return 0, 0, false, false
-}
-
-// skipSACKed moves off past any SACKed span holding it and returns it with
-// the start of the next SACKed span above it (SND.NXT when none).
-func (e *Endpoint) skipSACKed(off uint64) (uint64, uint64) {
-	next := e.sndNxt
-	for _, s := range e.sacked.spans() {
-		if off >= s.start && off < s.end {
-			off = s.end
-		}
-		if s.start > off {
-			next = min(next, s.start)
-			break
-		}
+	r.xmit = e.now()
+	if e.rateCC != nil {
+		e.rateSent(r, r.xmit, true)
 	}
-	return off, next
+	q.setFlags(i, f|segEverRetrans)
+	e.rackScanFrom = min(e.rackScanFrom, r.start)
+	n := int(r.size())
+	e.paced(n)
+	switch e.ca {
+	case caRecovery:
+		e.prrOut += n
+		e.info.TCPFastRetrans++
+	case caLoss:
+		e.info.TCPSlowStartRetrans++
+	}
+	if beyond {
+		return
+	}
+	if e.undoValid {
+		e.undoRetrans = max(e.undoRetrans, 0) + 1
+	}
+	if !e.retransStampOK {
+		e.retransStamp, e.retransStampOK = e.tsOf(r.xmit), true
+	}
 }
 
 // sendNewOne sends one segment of new data (or the FIN).
@@ -483,7 +541,12 @@ func (e *Endpoint) sendNewOne() bool {
 	off := e.sndNxt
 	wndEnd := e.sndUna + e.sndWnd
 	pipe := e.pipe()
-	cwnd := e.cc.Cwnd()
+	cwnd := e.sendCwnd()
+	if e.tlpProbe {
+		// A loss probe goes out whatever the congestion window
+		// (RFC 8985 §7.3).
+		cwnd = max(cwnd, pipe+e.sndMSS)
+	}
 	if off < e.sb.end {
 		if off >= wndEnd {
 			e.cwndBlocked = false
@@ -496,7 +559,7 @@ func (e *Endpoint) sendNewOne() bool {
 		avail := min(e.sb.end, wndEnd) - off
 		n := int(min(avail, c.end()-off, uint64(e.sndMSS)))
 		var c2 *chunk
-		if e.gsoMax > e.sndMSS && n == e.sndMSS {
+		if e.gsoMax > e.sndMSS && n == e.sndMSS && !e.tlpProbe {
 			reach, next := e.tsoReach(off, avail, c)
 			if pipe > 0 && cwnd-pipe < reach && cwnd >= tsoDeferFrames*e.gsoMax {
 				// TSO deferral, as Linux's tcp_tso_should_defer: with a
@@ -513,6 +576,9 @@ func (e *Endpoint) sendNewOne() bool {
 		}
 		if pipe > 0 && pipe+n > cwnd {
 			e.cwndBlocked = true
+			return false
+		}
+		if e.paceBlocked() {
 			return false
 		}
 		// Sender-side SWS avoidance (RFC 9293 §3.8.6.2.1): a segment cut
@@ -542,10 +608,17 @@ func (e *Endpoint) sendNewOne() bool {
 				flags |= FlagFIN
 			}
 		}
-		if !e.rttTiming && !e.tsOK {
-			e.rttTiming, e.rttOff, e.rttStart = true, off, e.now()
+		if !e.pingpong && e.dataSeen && e.now().Sub(e.lastRcvAt) < e.cfg.DelayedAck {
+			// Answering the peer's data: an interactive exchange, our
+			// ACKs may wait for our data (Linux's pingpong mode).
+			e.pingpong = true
 		}
 		sent, fl := e.transmitSpan(flags, off, c, c2, n, false)
+		end = off + uint64(sent)
+		if fl&FlagFIN != 0 {
+			end++
+		}
+		e.sentNew(off, end, e.seg.SegmentSize)
 		e.sndNxt = off + uint64(sent)
 		if fl&FlagFIN != 0 {
 			e.finSent()
@@ -557,11 +630,39 @@ func (e *Endpoint) sendNewOne() bool {
 			return false
 		}
 		e.transmit(FlagACK|FlagFIN, off, nil, 0, false)
+		e.sentNew(off, off+1, 0)
 		e.finSent()
 		return true
 	}
 	e.cwndBlocked = false
 	return false
+}
+
+// sentNew records new bytes [off, end) just sent (our FIN included) in the
+// retransmission queue: one record per segment, segSize apart for a TSO
+// super-segment.
+func (e *Endpoint) sentNew(off, end uint64, segSize int) {
+	now := e.now()
+	outstanding := e.sndNxt > e.sndUna
+	if e.ca == caRecovery {
+		e.prrOut += int(end - off)
+	}
+	e.paced(int(end - off))
+	for off < end {
+		to := end
+		if segSize > 0 && off+uint64(segSize) < end {
+			to = off + uint64(segSize)
+		}
+		e.rtx.push(off, to, now)
+		if e.rateCC != nil {
+			e.rateSent(e.rtx.last(), now, outstanding)
+			outstanding = true
+		}
+		off = to
+	}
+	if !e.tlpProbe {
+		e.tlpRearm = true
+	}
 }
 
 // tsoReach is how far a TSO super-segment starting at off may reach,

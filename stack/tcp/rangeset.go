@@ -4,14 +4,49 @@ package tcp
 type span struct{ start, end uint64 }
 
 // rangeSet is a sorted list of disjoint, non-adjacent spans with a bound on
-// their number. It backs the receiver's out-of-order map and the sender's
-// SACK scoreboard. The backing array is allocated once.
+// their number. It backs the receiver's out-of-order map. The backing array
+// grows as needed, up to the bound.
 type rangeSet struct {
 	s   []span
 	max int
 }
 
-func newRangeSet(max int) rangeSet { return rangeSet{s: make([]span, 0, max), max: max} }
+func newRangeSet(max int) rangeSet { return rangeSet{max: max} }
+
+// search returns the index of the first span whose end is at or above off
+// (the span holding or touching off, if any), or len.
+func (r *rangeSet) search(off uint64) int {
+	lo, hi := 0, len(r.s)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if r.s[m].end < off {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// overlap returns the first part of [start, end) the set covers, if any.
+func (r *rangeSet) overlap(start, end uint64) (span, bool) {
+	i := r.search(start + 1)
+	if i < len(r.s) {
+		if a, b := max(r.s[i].start, start), min(r.s[i].end, end); a < b {
+			return span{a, b}, true
+		}
+	}
+	return span{}, false
+}
+
+// holding returns the index of the span holding off, or -1.
+func (r *rangeSet) holding(off uint64) int {
+	i := r.search(off + 1)
+	if i < len(r.s) && r.s[i].start <= off {
+		return i
+	}
+	return -1
+}
 
 func (r *rangeSet) len() int      { return len(r.s) }
 func (r *rangeSet) empty() bool   { return len(r.s) == 0 }
@@ -28,11 +63,8 @@ func (r *rangeSet) add(start, end uint64) bool {
 	if start >= end {
 		return true
 	}
-	// Find the first span whose end >= start (it may merge).
-	i := 0
-	for i < len(r.s) && r.s[i].end < start {
-		i++
-	}
+	// The first span whose end >= start (it may merge).
+	i := r.search(start)
 	j := i
 	for j < len(r.s) && r.s[j].start <= end {
 		j++
@@ -65,38 +97,4 @@ func (r *rangeSet) trimBelow(off uint64) {
 	if len(r.s) > 0 && r.s[0].start < off {
 		r.s[0].start = off
 	}
-}
-
-// contains reports whether off is inside a span.
-func (r *rangeSet) contains(off uint64) bool {
-	for _, s := range r.s {
-		if off < s.start {
-			return false
-		}
-		if off < s.end {
-			return true
-		}
-	}
-	return false
-}
-
-// bytesIn returns how many bytes of [start, end) the set covers.
-func (r *rangeSet) bytesIn(start, end uint64) uint64 {
-	var n uint64
-	for _, s := range r.s {
-		a, b := max(s.start, start), min(s.end, end)
-		if a < b {
-			n += b - a
-		}
-	}
-	return n
-}
-
-// total returns the bytes covered.
-func (r *rangeSet) total() uint64 {
-	var n uint64
-	for _, s := range r.s {
-		n += s.end - s.start
-	}
-	return n
 }

@@ -31,6 +31,10 @@ type raw struct {
 	peerISS seqnum.Value
 	peerNxt seqnum.Value // next sequence number the fake peer sends
 	tsVal   uint32
+	// tsEcr is the timestamp the peer echoes: the TSval of the last
+	// segment the endpoint sent (what a peer receiving everything in
+	// order echoes).
+	tsEcr uint32
 	// hook, if set, sees every segment inside Output (to use what is
 	// valid only during the call, such as ClonePayload).
 	hook func(*tcp.OutSegment)
@@ -52,6 +56,9 @@ func newRaw(t *testing.T, cfg tcp.Config) *raw {
 			t.Fatalf("option block length %d", len(s.Options))
 		}
 		d.Payload = s.AppendPayload(nil)
+		if d.Opts.HasTimestamp {
+			r.tsEcr = d.Opts.TSVal
+		}
 		r.out = append(r.out, d)
 		if r.hook != nil {
 			r.hook(s)
@@ -104,7 +111,7 @@ func (r *raw) in(s tcp.Segment) {
 func (r *raw) ack(ack seqnum.Value, sack ...options.SACKBlock) tcp.Segment {
 	r.tsVal++
 	s := tcp.Segment{Seq: r.peerNxt, Ack: ack, Flags: tcp.FlagACK, Window: 65535,
-		Options: options.TCPOptions{HasTimestamp: true, TSVal: r.tsVal, TSEcr: 1}}
+		Options: options.TCPOptions{HasTimestamp: true, TSVal: r.tsVal, TSEcr: max(r.tsEcr, 1)}}
 	s.Options.NumSACKBlocks = copy(s.Options.SACKBlocks[:], sack)
 	return s
 }
@@ -128,4 +135,26 @@ func (r *raw) advance(d time.Duration) {
 			}
 		}
 	}
+}
+
+// pastQuickAck feeds the endpoint small in-order segments (timestamps from
+// tsVal on) until one is no longer ACKed at once: quick-ACK mode at the
+// start of the connection is over. The delayed ACK of the last one is let
+// go, and the next timestamp to use returned.
+func (r *raw) pastQuickAck(tsVal uint32) uint32 {
+	r.t.Helper()
+	for i := 0; ; i++ {
+		if i == 64 {
+			r.t.Fatal("every segment ACKed at once")
+		}
+		r.in(r.data(r.peerNxt, []byte{byte(i)}, tsVal))
+		tsVal++
+		r.peerNxt++
+		if len(r.take()) == 0 {
+			break
+		}
+	}
+	r.advance(100 * time.Millisecond)
+	r.take()
+	return tsVal
 }

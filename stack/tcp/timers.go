@@ -16,7 +16,7 @@ func seqValue(v uint32) seqnum.Value { return seqnum.Value(v) }
 // reports EventTimer.
 func (e *Endpoint) NextDeadline() (tcpip.MonotonicTime, bool) {
 	var best timer
-	for _, t := range [...]*timer{&e.rtoTimer, &e.dack, &e.persist, &e.keepalive, &e.timeWait, &e.finWait2} {
+	for _, t := range [...]*timer{&e.rtoTimer, &e.tlpTimer, &e.reoTimer, &e.paceTimer, &e.dack, &e.persist, &e.keepalive, &e.timeWait, &e.finWait2} {
 		if t.armed && (!best.armed || t.at.Before(best.at)) {
 			best = *t
 		}
@@ -27,6 +27,7 @@ func (e *Endpoint) NextDeadline() (tcpip.MonotonicTime, bool) {
 // HandleTimers runs every timer whose deadline has passed at the clock's
 // current time. Calling it early is harmless.
 func (e *Endpoint) HandleTimers() {
+	e.nowOK = false
 	now := e.now()
 	if e.timeWait.due(now) {
 		e.timeWait.stop()
@@ -40,6 +41,20 @@ func (e *Endpoint) HandleTimers() {
 		e.rtoTimer.stop()
 		e.onRTO()
 	}
+	if e.reoTimer.due(now) {
+		e.reoTimer.stop()
+		e.onReorderTimeout()
+	}
+	if e.tlpTimer.due(now) {
+		e.tlpTimer.stop()
+		e.onTLP()
+	}
+	if e.paceTimer.due(now) {
+		e.paceTimer.stop()
+		if e.state.synchronized() {
+			e.output()
+		}
+	}
 	if e.persist.due(now) {
 		e.persist.stop()
 		e.onPersist()
@@ -50,6 +65,9 @@ func (e *Endpoint) HandleTimers() {
 	}
 	if e.dack.due(now) {
 		e.dack.stop()
+		// A delayed ACK timed out: the exchange is not interactive
+		// after all (Linux leaves pingpong mode then).
+		e.pingpong = false
 		if e.state.synchronized() && e.state != StateTimeWait {
 			e.sendAck()
 		}
@@ -104,16 +122,21 @@ func (e *Endpoint) onRTO() {
 		e.closeNow(ErrTimeout)
 		return
 	}
-	if e.backoff == 1 {
-		e.cc.OnRTO(now, e.pipe())
+	e.tlpTimer.stop()
+	e.reoTimer.stop()
+	e.tlpActive = false
+	if e.ca == caOpen || e.sndUna >= e.recoverOff {
+		// A new episode (Linux's tcp_enter_loss): a timeout during
+		// fast recovery keeps that recovery's undo state.
+		e.initUndo()
 	}
-	e.inRecovery, e.rtoLoss = true, true
+	if e.backoff == 1 {
+		e.cc.OnRTO(now, int(e.sndNxt-e.sndUna))
+	}
+	e.ca = caLoss
 	e.recoverOff = e.sndNxt
-	e.lostFence = e.sndNxt
-	e.highRxt = e.sndUna
-	e.clearRewind() // everything outstanding is deemed lost now
-	e.dupAcks = 0
-	e.rttTiming = false
+	e.markAllLost(true)
+	e.dupAcks, e.renoSacked = 0, 0
 	e.forceRetx = true
 	e.rtoTimer.set(now.Add(e.rto))
 	e.output()

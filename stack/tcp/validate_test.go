@@ -169,13 +169,21 @@ func TestZeroWindowProbes(t *testing.T) {
 	}
 }
 
-// TestDelayedAck: one segment is ACKed after the delayed-ACK timeout, two
-// full segments at once, out-of-order data immediately.
+// TestDelayedAck: the first data of the connection is ACKed at once
+// (quick-ACK mode, as Linux's, for a sender in slow start); after that,
+// one segment is ACKed after the delayed-ACK timeout, two full segments at
+// once, out-of-order data immediately.
 func TestDelayedAck(t *testing.T) {
 	r := newRaw(t, tcp.Config{})
 	r.establish()
 	seg := randBytes(4, 1448)
-	r.in(r.data(r.peerNxt, seg[:100], 200))
+	r.in(r.data(r.peerNxt, seg[:100], 190))
+	r.peerNxt += 100
+	if out := r.take(); len(out) != 1 || out[0].Ack != r.peerNxt {
+		t.Fatalf("first data not ACKed at once: %+v", summary(out))
+	}
+	ts := r.pastQuickAck(191)
+	r.in(r.data(r.peerNxt, seg[:100], ts+0))
 	r.peerNxt += 100
 	if len(r.take()) != 0 {
 		t.Fatal("small segment ACKed at once")
@@ -188,17 +196,17 @@ func TestDelayedAck(t *testing.T) {
 	if out := r.take(); len(out) != 1 || out[0].Ack != r.peerNxt {
 		t.Fatalf("delayed ACK: %+v", out)
 	}
-	r.in(r.data(r.peerNxt, seg, 201))
+	r.in(r.data(r.peerNxt, seg, ts+1))
 	r.peerNxt += 1448
 	if len(r.take()) != 0 {
 		t.Fatal("first full segment ACKed at once")
 	}
-	r.in(r.data(r.peerNxt, seg, 202))
+	r.in(r.data(r.peerNxt, seg, ts+2))
 	r.peerNxt += 1448
 	if out := r.take(); len(out) != 1 || out[0].Ack != r.peerNxt {
 		t.Fatalf("second full segment: %+v", out)
 	}
-	r.in(r.data(r.peerNxt+1448, seg, 203))
+	r.in(r.data(r.peerNxt+1448, seg, ts+3))
 	out := r.take()
 	if len(out) != 1 || out[0].Ack != r.peerNxt || out[0].Opts.NumSACKBlocks != 1 ||
 		out[0].Opts.SACKBlocks[0] != (options.SACKBlock{Start: uint32(r.peerNxt + 1448), End: uint32(r.peerNxt + 2896)}) {

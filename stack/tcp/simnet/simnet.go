@@ -33,7 +33,12 @@ type LinkConfig struct {
 	Loss         float64       // probability a packet is dropped
 	Reorder      float64       // probability a packet gets ReorderDelay extra
 	ReorderDelay time.Duration
-	Duplicate    float64 // probability a packet is delivered twice
+	// Jump is the probability that a packet skips Delay, arriving ahead
+	// of the packets being delayed: netem's "reorder" (tc-netem(8)), as
+	// internal/impair has it ("delay 10ms reorder 5%" is Delay 10 ms,
+	// Jump 0.05).
+	Jump      float64
+	Duplicate float64 // probability a packet is delivered twice
 	// Drop, if set, is consulted for every packet (after random loss):
 	// returning true drops it. Tests use it for deterministic losses.
 	Drop func(p *Packet) bool
@@ -200,6 +205,10 @@ func (n *Network) send(p *Packet) {
 		l.busyUntil = depart
 	}
 	at := depart.Add(c.Delay)
+	if c.Jump > 0 && n.rng.Float64() < c.Jump {
+		l.Stats.Reordered++
+		at = depart
+	}
 	if c.Reorder > 0 && n.rng.Float64() < c.Reorder {
 		l.Stats.Reordered++
 		at = at.Add(c.ReorderDelay)
