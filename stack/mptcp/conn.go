@@ -905,7 +905,10 @@ func (c *Conn) Update() {
 				c.closeSubflowGracefully(s)
 			}
 		}
-		if st == tcp.StateClosed && !s.dead {
+		if (st == tcp.StateClosed || st == tcp.StateTimeWait) && !s.dead {
+			// CLOSED, or TIME-WAIT: both FINs are through, the subflow
+			// carries nothing any more (its endpoint serves TIME-WAIT on
+			// its own).
 			c.subflowDown(s)
 			if c.state == StateReset {
 				return

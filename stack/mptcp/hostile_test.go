@@ -277,10 +277,11 @@ func TestSimNoFallbackAtClose(t *testing.T) {
 	p = newSimPairTap(t, simnet.LinkConfig{Delay: time.Millisecond, Rate: 50e6}, tap)
 	p.transfer(p.client, p.server, 100<<10, 21)
 	p.transfer(p.server, p.client, 10<<10, 22)
+	sf := p.client.Subflows()[0]
 	p.run(func() bool { return p.client.State() == StateClosed }, time.Minute, "data level done")
 	stripping = true
 	p.run(func() bool {
-		return p.client.Subflows()[0].ep.State() == tcp.StateClosed || p.client.Subflows()[0].ep.State() == tcp.StateTimeWait
+		return sf.ep.State() == tcp.StateClosed || sf.ep.State() == tcp.StateTimeWait
 	}, time.Minute, "subflow closed")
 	if f := p.client.Fallback(); f != FallbackNone {
 		t.Fatalf("client fell back after the close: %q", f)
