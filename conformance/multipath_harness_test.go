@@ -772,7 +772,14 @@ type mpXferResult struct {
 // matching w during the transfer's connection (whole life: the live
 // subflows and those closed meanwhile).
 func (res *mpXferResult) subflowBytes(w mpSubflowWant) (sent, rcvd int64, found bool) {
+	seen := map[uint32]bool{}
 	for _, s := range append(slices.Clone(res.info.Subflows), res.closed...) {
+		// ConnInfo lists the last closed subflows too, and the event log
+		// has them: count each subflow once.
+		if seen[s.ID] {
+			continue
+		}
+		seen[s.ID] = true
 		if w.matchesAddrs(s) {
 			sent += int64(s.TCP.BytesSent)
 			rcvd += int64(s.TCP.BytesReceived)

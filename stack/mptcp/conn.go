@@ -1155,6 +1155,9 @@ func (c *Conn) NextDeadline() (tcpip.MonotonicTime, bool) {
 		if s.closeBy != zeroTime && !s.dead && (!ok || s.closeBy.Before(at)) {
 			at, ok = s.closeBy, true
 		}
+		if s.closeAt != zeroTime && !s.dead && (!ok || s.closeAt.Before(at)) {
+			at, ok = s.closeAt, true
+		}
 	}
 	return at, ok
 }
@@ -1171,6 +1174,13 @@ func (c *Conn) HandleTimers() {
 	}
 	for _, s := range c.subflows {
 		s.joinTimers(now)
+		if s.closeAt != zeroTime && !s.dead && !now.Before(s.closeAt) {
+			s.closeAt = zeroTime
+			if s.ep != nil && s.ep.State() != tcp.StateClosed {
+				s.ep.Close()
+				s.closeBy = now.Add(closeGrace)
+			}
+		}
 		if s.closeBy != zeroTime && !s.dead && !now.Before(s.closeBy) {
 			s.closeBy = zeroTime
 			if s.ep != nil && s.ep.State() != tcp.StateClosed && s.ep.State() != tcp.StateTimeWait {

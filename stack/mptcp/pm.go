@@ -647,19 +647,32 @@ func (c *Conn) removeLocalAddrs(eps []Endpoint) {
 		}
 		p.forgetTried(e.Addr)
 	}
-	// The REMOVE_ADDR goes out first (on a subflow that stays), then the
-	// subflows close with a FIN, as Linux does: a RST right behind the
-	// REMOVE_ADDR would reach the peer before it handled the removal.
+	// The REMOVE_ADDR goes out first (on a subflow that stays), and the
+	// subflows carry nothing new from now on; they close with a FIN a
+	// little later (removeDelay), after the peer had time to handle the
+	// removal: Linux handles REMOVE_ADDR in a worker that skips
+	// subflows already closing, and then neither closes them itself nor
+	// frees the ADD_ADDR slot for a later re-announcement.
 	for _, s := range closing {
-		s.closing = true // keep kickSignals off them
+		s.closing = true
+		c.reinjectFrom(s)
 	}
 	c.kickSignals()
+	now := c.cfg.Clock.NowMonotonic()
 	for _, s := range closing {
-		s.closing = false
 		c.cfg.MIB.Inc(RmSubflow)
-		c.closeSubflowGracefully(s)
+		d := removeDelay
+		if s.ep != nil {
+			d = max(d, 2*s.ep.SRTT())
+		}
+		s.closeAt = now.Add(d)
 	}
+	c.notify(tcp.EventTimer)
 }
+
+// removeDelay is the least time between a REMOVE_ADDR and the FIN of the
+// subflows it removes (see removeLocalAddrs).
+const removeDelay = 50 * time.Millisecond
 
 // RemoveAddr announces that the local address with address ID id is gone
 // and closes its subflows (the userspace path manager's remove). ID 0 is

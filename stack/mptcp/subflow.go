@@ -45,8 +45,9 @@ type Subflow struct {
 	// dead: the endpoint is closed and the subflow retired; err is why.
 	dead bool
 	err  error
-	// closeBy bounds a graceful close (closeGrace).
-	closeBy tcpTime
+	// closeBy bounds a graceful close (closeGrace); closeAt is when a
+	// subflow removed with its address starts closing (removeDelay).
+	closeBy, closeAt tcpTime
 
 	// Local and Remote are the subflow's addresses, for ConnInfo; set by
 	// the driver.
