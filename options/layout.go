@@ -42,6 +42,12 @@ type Layout struct {
 	HasTimestamp bool
 	TSVal, TSEcr uint32
 
+	// FastOpen adds a TCP Fast Open option without a cookie (a cookie
+	// request, RFC 7413 §4.1.1), laid out after the base options: the SYN
+	// that carries data for a server that accepts it without a cookie
+	// (RFC 8803's Transport Converter).
+	FastOpen bool
+
 	// MPTCP are the MPTCP options, in order of priority. Entries at index 32
 	// and beyond are never laid out (Omitted has 32 bits; fewer than 11
 	// non-empty options fit anyway). A nil entry, or one whose Len is not in
@@ -80,12 +86,14 @@ const (
 	layoutTS       = 12 // NOP,NOP,TS or SACK_PERM,TS
 	layoutSACKPerm = 4  // NOP,NOP,SACK_PERM
 	layoutWS       = 4  // NOP,WS
+	layoutTFO      = 4  // NOP,NOP,TFO
 	layoutSACKHdr  = 4  // NOP,NOP,kind,len
 	maxLayoutOpts  = 32 // bits in Omitted.MPTCP
 )
 
 // layoutPlan is what fits: computed the same way by Len and Append.
 type layoutPlan struct {
+	tfo                   bool
 	mss, ws, sackPerm, ts bool
 	nSACK                 int
 	include               uint32 // bit i: MPTCP[i] is laid out
@@ -136,6 +144,10 @@ func (l *Layout) plan() layoutPlan {
 		p.omitted.Base = p.omitted.Base || !p.ts
 	}
 
+	if l.FastOpen {
+		p.tfo = take(layoutTFO)
+		p.omitted.Base = p.omitted.Base || !p.tfo
+	}
 	for i, opt := range l.MPTCP {
 		if i >= maxLayoutOpts {
 			break
@@ -188,6 +200,9 @@ func (l *Layout) Append(b []byte) ([]byte, Omitted) {
 	}
 	if p.ws {
 		b = append(b, KindNOP, KindWindowScale, lenWindowScale, l.WindowScale)
+	}
+	if p.tfo {
+		b = append(b, KindNOP, KindNOP, KindFastOpen, 2)
 	}
 	if p.nSACK > 0 {
 		b = append(b, KindNOP, KindNOP, KindSACK, byte(2+p.nSACK*lenSACKBlock))

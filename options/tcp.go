@@ -5,13 +5,14 @@ import "encoding/binary"
 // TCP option kinds this package knows besides KindMPTCP (RFC 9293 §3.1,
 // RFC 7323, RFC 2018).
 const (
-	KindEOL           = 0 // end of option list, RFC 9293 §3.1
-	KindNOP           = 1 // no-operation, RFC 9293 §3.1
-	KindMSS           = 2 // maximum segment size, RFC 9293 §3.1
-	KindWindowScale   = 3 // window scale, RFC 7323 §2
-	KindSACKPermitted = 4 // SACK-permitted, RFC 2018 §2
-	KindSACK          = 5 // SACK blocks, RFC 2018 §3
-	KindTimestamp     = 8 // timestamps, RFC 7323 §3
+	KindEOL           = 0  // end of option list, RFC 9293 §3.1
+	KindNOP           = 1  // no-operation, RFC 9293 §3.1
+	KindMSS           = 2  // maximum segment size, RFC 9293 §3.1
+	KindWindowScale   = 3  // window scale, RFC 7323 §2
+	KindSACKPermitted = 4  // SACK-permitted, RFC 2018 §2
+	KindSACK          = 5  // SACK blocks, RFC 2018 §3
+	KindTimestamp     = 8  // timestamps, RFC 7323 §3
+	KindFastOpen      = 34 // TCP Fast Open cookie, RFC 7413 §4.1.1
 )
 
 // Lengths of the fixed-size TCP options.
@@ -62,6 +63,11 @@ type TCPOptions struct {
 
 	HasTimestamp bool
 	TSVal, TSEcr uint32
+
+	// FastOpen: a TCP Fast Open option (RFC 7413) was present;
+	// FastOpenCookieLen is its cookie's length (0: a cookie request).
+	FastOpen          bool
+	FastOpenCookieLen int
 
 	// MPTCP[:NumMPTCP] are raw views, into the parsed buffer, of each
 	// kind-30 option in order: whole options (kind..end) with len == byte 1
@@ -216,6 +222,12 @@ func (o *TCPOptions) add(kind uint8, opt []byte) error {
 		o.HasTimestamp = true
 		o.TSVal = binary.BigEndian.Uint32(opt[2:])
 		o.TSEcr = binary.BigEndian.Uint32(opt[6:])
+	case KindFastOpen:
+		// RFC 7413 §4.1.1: an empty cookie (a request) or 4..16 bytes.
+		if n := len(opt) - 2; n != 0 && (n < 4 || n > 16) {
+			return ErrBadLength
+		}
+		o.FastOpen, o.FastOpenCookieLen = true, len(opt)-2
 	case KindMPTCP:
 		if len(opt) < 3 {
 			return ErrBadLength

@@ -383,3 +383,33 @@ func checkLenient(t *testing.T, b []byte, strict *TCPOptions, err error, offsets
 		t.Fatalf("round trip through % x: %+v, want %+v", block, again, want)
 	}
 }
+
+// TestFastOpenOption: a SYN layout with FastOpen carries an empty Fast
+// Open option (a cookie request, RFC 7413 §4.1.1) that parses back; a
+// cookie of 4 to 16 bytes parses, other lengths are refused.
+func TestFastOpenOption(t *testing.T) {
+	l := Layout{MSS: 1460, SACKPermitted: true, HasTimestamp: true, TSVal: 7, HasWindowScale: true, WindowScale: 7, FastOpen: true}
+	b, om := l.Append(nil)
+	if om.Base || len(b)%4 != 0 {
+		t.Fatalf("layout %x omitted %+v", b, om)
+	}
+	var o TCPOptions
+	if err := ParseTCPOptions(b, &o); err != nil || !o.FastOpen || o.FastOpenCookieLen != 0 || o.MSS != 1460 || o.TSVal != 7 {
+		t.Fatalf("parsed %+v: %v", o, err)
+	}
+	for n := 0; n <= 18; n++ {
+		opt := append([]byte{KindFastOpen, byte(2 + n)}, make([]byte, n)...)
+		for len(opt)%4 != 0 {
+			opt = append(opt, KindNOP)
+		}
+		var o TCPOptions
+		err := ParseTCPOptions(opt, &o)
+		valid := n == 0 || (n >= 4 && n <= 16)
+		if valid && (err != nil || !o.FastOpen || o.FastOpenCookieLen != n) {
+			t.Errorf("cookie of %d bytes: %+v %v", n, o, err)
+		}
+		if !valid && err == nil {
+			t.Errorf("cookie of %d bytes accepted", n)
+		}
+	}
+}

@@ -59,8 +59,11 @@ type Conn struct {
 	peerNoMPTCP bool
 	// enqueued: handed to the listener's accept queue.
 	enqueued bool
-	seg      tcp.Segment // scratch for incoming segments
-	segView  buffer.View // descriptor of seg's payload view, see setPayloadView
+	// synData is what is left to Read of the data accepted from the
+	// peer's SYN (Listener.SetAcceptSynData): it precedes the stream.
+	synData []byte
+	seg     tcp.Segment // scratch for incoming segments
+	segView buffer.View // descriptor of seg's payload view, see setPayloadView
 	// pending accumulates the events Notify reports during a call into
 	// an endpoint or the data level; flushLocked acts on them afterwards.
 	pending    tcp.Events
@@ -327,6 +330,12 @@ func (c *Conn) Read(b []byte) (int, error) {
 			return 0, io.EOF
 		case len(b) == 0:
 			return 0, nil
+		case len(c.synData) > 0:
+			n := copy(b, c.synData)
+			if c.synData = c.synData[n:]; len(c.synData) == 0 {
+				c.synData = nil
+			}
+			return n, nil
 		}
 		n, err := c.dl.Read(b)
 		c.flushLocked()
@@ -364,12 +373,35 @@ func (c *Conn) Write(b []byte) (int, error) {
 		if err == nil {
 			return total, nil
 		}
-		if !errors.Is(err, tcp.ErrWouldBlock) {
+		if !errors.Is(err, tcp.ErrWouldBlock) && !(errors.Is(err, tcp.ErrNotConnected) && c.handshakingLocked()) {
 			return total, c.opError("write", c.failureLocked(err))
 		}
 		c.writeWant = len(b) - total
 		c.waitLocked(&c.writers, &c.wd)
 	}
+}
+
+// queueLocked queues p as the next bytes of the stream without waiting:
+// the data of a SYN that the peer did not accept, right after the
+// handshake, when the send buffer has room for it (it is at most a few
+// KiB). Called with c.mu held.
+func (c *Conn) queueLocked(p []byte) error {
+	for len(p) > 0 {
+		n, err := c.dl.Write(p)
+		c.flushLocked()
+		if err != nil && (n == 0 || !errors.Is(err, tcp.ErrWouldBlock)) {
+			return err
+		}
+		p = p[n:]
+	}
+	return nil
+}
+
+// handshakingLocked reports whether the connection was accepted before its
+// handshake completed (data in the SYN) and is still completing it:
+// writes wait for it.
+func (c *Conn) handshakingLocked() bool {
+	return !c.dead && c.first.ep != nil && c.first.ep.State() == tcp.StateSynRcvd
 }
 
 // waitLocked releases c.mu until w is woken or deadline d changes or

@@ -39,6 +39,23 @@ func (e *Engine) Dial(ctx context.Context, network, address string) (net.Conn, e
 // ESTABLISHED; a RST in reply to the SYN fails with ECONNREFUSED, no
 // answer with ETIMEDOUT after tcp.Config.SynRetries retransmissions.
 func (e *Engine) DialTCP(ctx context.Context, network string, laddr, raddr *net.TCPAddr) (*Conn, error) {
+	return e.dialTCP(ctx, network, laddr, raddr, nil)
+}
+
+// DialTCPSynData is DialTCP with synData as the first bytes of the stream,
+// sent in the SYN (TCP Fast Open without a cookie, RFC 7413; RFC 8803's
+// Transport Converter takes its Convert header so). The SYN carries what
+// fits (about 500 bytes); a peer that accepts it (Linux with
+// net.ipv4.tcp_fastopen's server and "no cookie" bits, an mptund proxy,
+// Listener.SetAcceptSynData) acknowledges it in its SYN-ACK and may act on
+// it a round trip early. Whatever the peer did not accept is queued as the
+// first bytes of the stream before DialTCPSynData returns, so the peer
+// receives all of synData either way. A retransmitted SYN carries no data.
+func (e *Engine) DialTCPSynData(ctx context.Context, network string, laddr, raddr *net.TCPAddr, synData []byte) (*Conn, error) {
+	return e.dialTCP(ctx, network, laddr, raddr, synData)
+}
+
+func (e *Engine) dialTCP(ctx context.Context, network string, laddr, raddr *net.TCPAddr, synData []byte) (*Conn, error) {
 	fail := func(err error) error {
 		var src net.Addr
 		if laddr != nil {
@@ -118,7 +135,7 @@ func (e *Engine) DialTCP(ctx context.Context, network string, laddr, raddr *net.
 	c.setEndpoint(ep, mc, sub.sf)
 	ep.SetGSOMaxSize(gsoMaxPayload(r)) // TSO when the link segments
 	e.tcpStats.ActiveConnectionOpenings.Increment()
-	if err := ep.Connect(); err != nil {
+	if err := ep.ConnectData(synData); err != nil {
 		c.teardownLocked()
 		return nil, fail(err)
 	}
@@ -128,6 +145,14 @@ func (e *Engine) DialTCP(ctx context.Context, network string, laddr, raddr *net.
 		st := ep.State()
 		switch {
 		case st >= tcp.StateEstablished:
+			if rest := synData[min(ep.SynDataAccepted(), len(synData)):]; len(rest) > 0 {
+				if err := c.queueLocked(rest); err != nil {
+					c.dl.Abort()
+					c.flushLocked()
+					c.teardownLocked()
+					return nil, fail(mapError(err))
+				}
+			}
 			return c, nil
 		case c.dead || st == tcp.StateClosed:
 			e.tcpStats.FailedConnectionAttempts.Increment()

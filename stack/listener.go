@@ -51,6 +51,20 @@ type Listener struct {
 
 var _ net.Listener = (*Listener)(nil)
 
+// SetAcceptSynData lets the listener accept data in the SYN (TCP Fast Open
+// without a cookie, as an RFC 8803 Transport Converter does): the
+// connection is handed to Accept as soon as such a SYN arrives, before the
+// handshake completes, and its first Reads return the SYN's data. Writes
+// wait for the handshake. Linux's TCP_FASTOPEN listener option, with
+// net.ipv4.tcp_fastopen's "no cookie" bit. Data in a SYN that arrives while
+// the SYN queue is full is not accepted (the SYN is answered with a
+// cookie and the client sends the data again after the handshake).
+func (l *Listener) SetAcceptSynData(on bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.tl.SetAcceptSynData(on)
+}
+
 // Listen listens on address ("[host]:port", host an IP literal or empty for
 // every address of the engine) for network "tcp", "tcp4" or "tcp6", like
 // net.Listen. Port 0 picks an ephemeral port (see Addr).
@@ -408,6 +422,17 @@ func (le *listenerEndpoint) HandlePacket(id stack.TransportEndpointID, pkt *stac
 	// this route carries.
 	tep.HandlePacketTooBig(int(r.MTU()) - header.TCPMinimumSize)
 	tep.SetGSOMaxSize(gsoMaxPayload(r)) // TSO when the link segments
+	if d := tep.SynData(); d != nil {
+		// Data in the SYN (SetAcceptSynData): the application gets the
+		// connection now, its Reads start with the data.
+		c.synData = d
+		c.enqueued = true
+		if !l.enqueue(c) {
+			c.eng.stats.acceptQueueOverflows.Add(1)
+			c.eng.tcpStats.ListenOverflowAckDrop.Increment()
+			c.dl.Abort()
+		}
+	}
 	c.updateLocked()
 	c.flushLocked()
 }

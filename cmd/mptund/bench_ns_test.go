@@ -19,6 +19,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -124,6 +125,31 @@ func (x *bench) dial(ns *topo.NS, addr string, mptcp bool) (*net.TCPConn, error)
 	return c.(*net.TCPConn), nil
 }
 
+// dialFastOpen connects a kernel MPTCP socket with TCP_FASTOPEN_CONNECT:
+// its SYN leaves with the first write and carries it.
+func (x *bench) dialFastOpen(ns *topo.NS, addr string) (*net.TCPConn, error) {
+	var c net.Conn
+	err := ns.Do(func() error {
+		d := net.Dialer{Timeout: 20 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, 30 /* TCP_FASTOPEN_CONNECT */, 1)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}}
+		d.SetMultipathTCP(true)
+		var err error
+		c, err = d.Dial("tcp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
 // quantile returns the q-quantile of d (sorted in place).
 func quantile(d []time.Duration, q float64) time.Duration {
 	if len(d) == 0 {
@@ -141,9 +167,11 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.3f ms", float64(d)/1e6) 
 // microseconds on veth), and from the client's first write to the
 // backend's first read. Kernel MPTCP clients; three proxies in the same
 // run: a kernel-MPTCP splice proxy (an MPTCP listener and an io.Copy
-// loop), "mptund proxy --backend" and "mptund proxy" in Convert mode (the
-// client sends the Convert header after connecting and waits for the
-// answer, so its first byte leaves one round trip later).
+// loop), "mptund proxy --backend" and "mptund proxy" in Convert mode, the
+// client sending the Convert header after connecting (its first byte
+// leaves one round trip later: it waits for the answer) or in its SYN
+// (TCP_FASTOPEN_CONNECT without a cookie, RFC 8803 §4: the proxy dials
+// the destination as the SYN arrives).
 func BenchmarkConversionDelay(b *testing.B) {
 	x := newBench(b, 1)
 	const n = 300
@@ -203,16 +231,31 @@ func BenchmarkConversionDelay(b *testing.B) {
 		name, metric string
 		syn, first   []time.Duration
 	}
-	run := func(name, metric, addr string, convertMode bool) result {
+	// The client's kernel sends SYN data without a cookie.
+	if _, err := x.cli.Run("sysctl", "-qw", "net.ipv4.tcp_fastopen=5"); err != nil {
+		b.Fatal(err)
+	}
+	const (
+		noConvert = iota
+		convertAfter
+		convertInSYN
+	)
+	run := func(name, metric, addr string, mode int) result {
 		r := result{name: name, metric: metric}
 		req := convert.NewRequest(netip.MustParseAddrPort("10.92.0.2:7000"), nil)
 		for range n {
 			t0 := time.Now()
-			c, err := x.dial(x.cli, addr, true)
+			var c *net.TCPConn
+			var err error
+			if mode == convertInSYN {
+				c, err = x.dialFastOpen(x.cli, addr)
+			} else {
+				c, err = x.dial(x.cli, addr, true)
+			}
 			if err != nil {
 				b.Fatalf("%s: %v", name, err)
 			}
-			if convertMode {
+			if mode != noConvert {
 				c.Write(req.Append(nil))
 				c.SetReadDeadline(time.Now().Add(10 * time.Second))
 				if m, _, err := convert.ReadMessage(c, nil); err != nil || m.Err() != nil {
@@ -231,9 +274,10 @@ func BenchmarkConversionDelay(b *testing.B) {
 	}
 	for i := 0; i < b.N; i++ {
 		res := []result{
-			run("kernel MPTCP splice proxy", "kernel_syn_ms", "10.91.1.1:6000", false),
-			run("mptund proxy --backend", "backend_syn_ms", "10.93.0.2:5124", false),
-			run("mptund proxy, Convert header", "convert_syn_ms", "10.93.1.2:5124", true),
+			run("kernel MPTCP splice proxy", "kernel_syn_ms", "10.91.1.1:6000", noConvert),
+			run("mptund proxy --backend", "backend_syn_ms", "10.93.0.2:5124", noConvert),
+			run("mptund proxy, Convert after", "convert_syn_ms", "10.93.1.2:5124", convertAfter),
+			run("mptund proxy, Convert in SYN", "convert_tfo_syn_ms", "10.93.1.2:5124", convertInSYN),
 		}
 		base := res[0]
 		fmt.Printf("\nconversion delay, kernel MPTCP client -> proxy -> kernel TCP backend, %d connections each, one at a time:\n", n)

@@ -142,7 +142,7 @@ func runClient(ctx context.Context, cfg *daemonConfig, f *daemonFlags, stderr io
 	if err != nil {
 		return err
 	}
-	c := &client{daemon: d, transport: streamTransport{}}
+	c := &client{daemon: d, transport: synTransport{}}
 	defer c.close()
 	flowCtx, abortFlows := context.WithCancel(context.Background())
 	defer abortFlows()
@@ -299,21 +299,20 @@ func (c *client) open(ctx context.Context, dst netip.AddrPort) (*stack.Conn, err
 // converterTransport carries a Convert request to the proxy and returns
 // the connection once the proxy's answer has been read (the application's
 // bytes follow it), or the proxy's Error TLV as the error.
-//
-// RFC 8803 puts the request in the SYN's payload (TCP Fast Open) and the
-// answer in the SYN+ACK's, so that the conversion costs no round trip.
-// The engine does not send data on a SYN yet: streamTransport sends the
-// request as the first bytes after the handshake, which costs one round
-// trip more. A transport that uses the SYN replaces only Open.
 type converterTransport interface {
 	Open(ctx context.Context, eng *stack.Engine, proxy *net.TCPAddr, request []byte) (*stack.Conn, convert.Reply, error)
 }
 
-// streamTransport sends the Convert request right after the handshake.
-type streamTransport struct{}
+// synTransport puts the Convert request in the SYN's payload (RFC 8803
+// §4: TCP Fast Open without a cookie), so that the proxy opens the
+// connection to the destination as the SYN arrives, a round trip before
+// the handshake completes. A proxy, or a middlebox, that does not take
+// the SYN's data costs nothing but that round trip: the engine sends the
+// request again as the first bytes of the stream.
+type synTransport struct{}
 
-func (streamTransport) Open(ctx context.Context, eng *stack.Engine, proxy *net.TCPAddr, request []byte) (*stack.Conn, convert.Reply, error) {
-	conn, err := eng.DialTCP(ctx, "tcp", nil, proxy)
+func (synTransport) Open(ctx context.Context, eng *stack.Engine, proxy *net.TCPAddr, request []byte) (*stack.Conn, convert.Reply, error) {
+	conn, err := eng.DialTCPSynData(ctx, "tcp", nil, proxy, request)
 	if err != nil {
 		return nil, convert.Reply{}, err
 	}
@@ -325,9 +324,6 @@ func (streamTransport) Open(ctx context.Context, eng *stack.Engine, proxy *net.T
 	fail := func(err error) (*stack.Conn, convert.Reply, error) {
 		abortConn(conn)
 		return nil, convert.Reply{}, err
-	}
-	if _, err := conn.Write(request); err != nil {
-		return fail(err)
 	}
 	m, _, err := convert.ReadMessage(conn, nil)
 	if err != nil {

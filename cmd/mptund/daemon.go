@@ -293,9 +293,8 @@ func (d *daemon) endpointsFor(p *runPath, first bool) []mptcp.Endpoint {
 }
 
 // closePath undoes openPath for a path removed at run time: its endpoints
-// (REMOVE_ADDR, its subflows closed), its addresses in the engine, its
-// host configuration, its TUN's link (the engine keeps the NIC; see the
-// report on the missing Engine.RemoveNIC).
+// (REMOVE_ADDR, its subflows closed), its NIC in the engine (and with it
+// the TUN), its host configuration.
 func (d *daemon) closePath(p *runPath) {
 	d.routeMu.Lock()
 	defer d.routeMu.Unlock()
@@ -304,10 +303,11 @@ func (d *daemon) closePath(p *runPath) {
 	}
 	p.epIDs = nil
 	if p.nic != 0 {
-		for _, a := range p.conf.Addrs {
-			d.eng.Stack().RemoveAddress(p.nic, tcpip.AddrFromSlice(a.Addr().AsSlice()))
-		}
 		routing.LinkDown(p.conf.Name)
+		if err := d.eng.RemoveNIC(p.nic); err != nil {
+			d.logf("path %s: %v", p.conf.Name, err)
+		}
+		p.nic = 0
 	} else if p.ep != nil {
 		p.ep.Close()
 	}

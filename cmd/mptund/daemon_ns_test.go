@@ -315,6 +315,10 @@ rate = "50mbit"
 		if st.MPTCP["MPJoinSynAckRx"] == 0 || st.MPTCP["MPCapableSYNACKRX"] == 0 {
 			t.Errorf("client engine counters: no MPTCP with a join: %v", st.MPTCP)
 		}
+		// The Convert header rode in the SYN (RFC 8803 §4).
+		if ps := d.status("proxy"); ps.App["syn_data"] == 0 {
+			t.Errorf("proxy: no connection brought its Convert header in the SYN: %v", ps.App)
+		}
 	})
 
 	t.Run("resets", func(t *testing.T) {

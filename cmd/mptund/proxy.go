@@ -102,6 +102,11 @@ func runProxy(ctx context.Context, cfg *daemonConfig, f *daemonFlags, stderr io.
 			st.Mode, st.Target = "backend", cfg.Backend
 		}
 		st.App = map[string]uint64{"pending": uint64(p.pending.Load())}
+		if p.ln != nil {
+			// Connections whose first bytes (the Convert header) came in
+			// the SYN.
+			st.App["syn_data"] = p.ln.Stats().SynData
+		}
 		for code := range p.refusals {
 			if n := p.refusals[code].Load(); n > 0 {
 				st.App["refused_"+strings.ReplaceAll(convert.ErrorCode(code).String(), " ", "_")] = n
@@ -111,6 +116,10 @@ func runProxy(ctx context.Context, cfg *daemonConfig, f *daemonFlags, stderr io.
 	if p.ln, err = d.eng.ListenTCP("tcp", &net.TCPAddr{Port: int(cfg.Listen)}); err != nil {
 		return err
 	}
+	// The Convert header comes in the SYN (RFC 8803 §4): a connection
+	// is accepted as its SYN arrives, and the destination dialled while
+	// the handshake completes.
+	p.ln.SetAcceptSynData(true)
 	if err := d.serveStatus(); err != nil {
 		return err
 	}

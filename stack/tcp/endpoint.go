@@ -65,14 +65,24 @@ type Endpoint struct {
 	pathMSS        int // from HandlePacketTooBig; 0 = none
 
 	// Receive sequence space, as offsets from the IRS.
-	irs        seqnum.Value
-	rb         recvBuffer
-	rcvAdvEdge uint64 // right edge of the window last advertised
-	finRcvd    bool   // FIN received in order
-	finRcvSeen bool   // FIN seen (maybe out of order) at finRcvOff
-	finRcvOff  uint64
-	lastAckOff uint64 // RCV.NXT carried by the last ACK we sent
-	rcvMSSEst  int    // largest segment received (at most cfg.MSS), for the delayed-ACK rule
+	irs seqnum.Value
+	// Data in the SYN (TCP Fast Open). Active open: synData is what
+	// ConnectData offers, synDataLen what the first SYN carried,
+	// synAccepted what the SYN-ACK acknowledged (ISS then counts from
+	// after it). Passive open: synRcvd is what the listener accepted
+	// (IRS counts from after it), until SynData takes it.
+	synData     []byte
+	synDataLen  int
+	synAccepted int
+	synRcvd     []byte
+	synRcvdLen  int // IRS moved past the accepted SYN data by this much
+	rb          recvBuffer
+	rcvAdvEdge  uint64 // right edge of the window last advertised
+	finRcvd     bool   // FIN received in order
+	finRcvSeen  bool   // FIN seen (maybe out of order) at finRcvOff
+	finRcvOff   uint64
+	lastAckOff  uint64 // RCV.NXT carried by the last ACK we sent
+	rcvMSSEst   int    // largest segment received (at most cfg.MSS), for the delayed-ACK rule
 
 	// Negotiated options (RFC 7323, RFC 2018).
 	sackOK, tsOK, wsOK bool
@@ -258,6 +268,48 @@ func (e *Endpoint) Connect() error {
 	e.flushNotify()
 	return nil
 }
+
+// MaxSynData bounds the data a SYN carries (ConnectData) or that a
+// listener keeps from one (AcceptSynData). A SYN goes out before the
+// peer's MSS is known, so the first SYN carries at most RFC 9293's default
+// MSS (536) less its options; a larger SYN payload from a peer is
+// accepted up to this bound and the rest left for the peer to resend.
+const MaxSynData = 1460
+
+// ConnectData is Connect with data in the SYN (TCP Fast Open without a
+// cookie, RFC 7413, as an RFC 8803 Transport Converter accepts it): the
+// first SYN carries a Fast Open option and as much of p as fits (at most
+// 536 bytes less the options), copied. A server that accepts it
+// acknowledges it in its SYN-ACK; SynDataAccepted then tells how much of
+// p was delivered, and the caller sends the rest (p[SynDataAccepted():])
+// as the first bytes of the stream. The accepted bytes are a prefix of
+// the connection, outside its relative sequence numbers (and outside
+// MPTCP's data sequence space, as Linux's MPTCP Fast Open counts them). A
+// retransmitted SYN carries no data.
+func (e *Endpoint) ConnectData(p []byte) error {
+	if len(p) > 0 && e.state == StateClosed && e.sndNxt == 0 {
+		e.synData = append([]byte(nil), p[:min(len(p), MaxSynData)]...)
+	}
+	return e.Connect()
+}
+
+// SynDataAccepted returns how many bytes of ConnectData's SYN data the
+// peer acknowledged (0 until ESTABLISHED, or if it ignored them).
+func (e *Endpoint) SynDataAccepted() int { return e.synAccepted }
+
+// SynData returns, once, the data a listener accepted from the peer's SYN
+// (Listener.AcceptSynData): the bytes that precede the stream that Read or
+// the Receiver deliver. It returns nil on an active open or after the
+// first call.
+func (e *Endpoint) SynData() []byte {
+	p := e.synRcvd
+	e.synRcvd = nil
+	return p
+}
+
+// peerSynSeq is the sequence number of the peer's SYN (IRS, unless it
+// moved past accepted SYN data).
+func (e *Endpoint) peerSynSeq() seqnum.Value { return e.irs - seqnum.Value(e.synRcvdLen) }
 
 // State returns the connection state.
 func (e *Endpoint) State() State { return e.state }

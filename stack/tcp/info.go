@@ -48,6 +48,10 @@ type Info struct {
 	// edge when it retreated: taken out of flight and sent again once
 	// the window allowed it, without a congestion response.
 	BytesBeyondEdge uint64
+	// SynData is the data in the SYN (TCP Fast Open) that this endpoint
+	// sent and the peer acknowledged (active open), or that it accepted
+	// (passive open): Linux's TCPFastOpenActive / TCPFastOpenPassive.
+	SynData int
 
 	// Loss recovery (RFC 8985 RACK-TLP, RFC 2883 D-SACK, RFC 3522 and
 	// RFC 4015 undo, RFC 6937 PRR), named after Linux's TcpExt counters.

@@ -3,6 +3,8 @@ package tcp
 import (
 	"time"
 
+	"gvisor.dev/gvisor/pkg/tcpip/seqnum"
+
 	"github.com/mptund/mptund/options"
 )
 
@@ -84,9 +86,13 @@ func (e *Endpoint) extVerdict(seg *Segment) bool {
 
 // handleSynSent is RFC 9293 §3.10.7.3.
 func (e *Endpoint) handleSynSent(seg *Segment) {
-	ackOK := false
+	ackOK, accepted := false, 0
 	if seg.Flags&FlagACK != 0 {
-		if seg.Ack != e.seqOf(e.sndNxt) {
+		// The ACK covers our SYN, and may cover some or all of the data
+		// it carried (ConnectData).
+		if a := int32(uint32(seg.Ack) - uint32(e.seqOf(e.sndNxt))); a > 0 && int(a) <= e.synDataLen {
+			accepted = int(a)
+		} else if seg.Ack != e.seqOf(e.sndNxt) {
 			if seg.Flags&FlagRST == 0 {
 				e.sendRST(seg.Ack, 0, false)
 			}
@@ -105,6 +111,15 @@ func (e *Endpoint) handleSynSent(seg *Segment) {
 		e.info.DroppedSegs++
 		return
 	}
+	if accepted > 0 {
+		// The accepted bytes are a prefix of the stream: relative
+		// sequence numbers start after them (Linux's MPTCP Fast Open
+		// counts subflow sequence numbers so too).
+		e.iss = e.iss.Add(seqnum.Size(accepted))
+		e.synAccepted = accepted
+		e.info.SynData = accepted
+	}
+	e.synData = nil
 	if !e.extVerdict(seg) {
 		return
 	}
@@ -218,7 +233,7 @@ func (e *Endpoint) handleSynchronized(seg *Segment) {
 		return
 	}
 
-	if e.state == StateSynRcvd && seg.Flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN && seg.Seq == e.irs &&
+	if e.state == StateSynRcvd && seg.Flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN && seg.Seq == e.peerSynSeq() &&
 		e.tsOK && o.HasTimestamp && int32(o.TSVal-e.tsRecent) >= 0 {
 		// The peer retransmitted its SYN: its timestamp becomes
 		// TS.Recent (RFC 7323 §4.3: SEG.SEQ is below Last.ACK.sent), so
@@ -274,7 +289,7 @@ func (e *Endpoint) handleSynchronized(seg *Segment) {
 
 	// SYN in a synchronized state (RFC 5961 §4.2).
 	if seg.Flags&FlagSYN != 0 {
-		if e.state == StateSynRcvd && seg.Seq == e.irs {
+		if e.state == StateSynRcvd && seg.Seq == e.peerSynSeq() {
 			e.sendSYN(true) // the peer retransmitted its SYN
 			return
 		}

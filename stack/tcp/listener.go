@@ -72,7 +72,20 @@ type ListenerConfig struct {
 	// every SYN. NewExtension still builds the extension of the cookie
 	// ACK's endpoint.
 	NewCookieExtension func(flow FlowID, seg *Segment) (Extension, Verdict)
+	// AcceptSynData accepts the data of a queued SYN (TCP Fast Open
+	// without a cookie, RFC 7413 §4.2's "server cookie not required"
+	// mode, which an RFC 8803 Transport Converter uses): the SYN-ACK
+	// acknowledges it and the endpoint holds it as a prefix that comes
+	// before its byte stream (see Endpoint.SynData). Data in a SYN
+	// answered with a cookie is never accepted (the client sends it again
+	// after the handshake), so a SYN flood cannot make the listener keep
+	// any.
+	AcceptSynData bool
 }
+
+// SetAcceptSynData sets ListenerConfig.AcceptSynData for the SYNs that
+// follow.
+func (l *Listener) SetAcceptSynData(on bool) { l.cfg.AcceptSynData = on }
 
 // ListenerStats counts a Listener's decisions.
 type ListenerStats struct {
@@ -87,6 +100,8 @@ type ListenerStats struct {
 	// SynRetries because the SYN queue was more than half full of old
 	// ones (see synQueue.retries).
 	HalfOpenPruned uint64
+	// SynData counts SYNs whose data was accepted (AcceptSynData).
+	SynData uint64
 }
 
 // Listener is the passive-open side (RFC 9293 §3.10.7.2, LISTEN state):
@@ -274,6 +289,17 @@ func (l *Listener) HandleSegment(flow FlowID, seg *Segment, out Output) *Endpoin
 	e.irs = seg.Seq
 	e.rb.nxt, e.rb.readOff, e.rcvAdvEdge = 1, 1, 1
 	e.negotiate(&seg.Options)
+	if n := min(len(seg.Payload), MaxSynData); l.cfg.AcceptSynData && n > 0 && seg.Flags&FlagFIN == 0 {
+		// The data is a prefix of the stream: the relative sequence
+		// numbers (and MPTCP's subflow sequence numbers, as Linux's
+		// mptcp_fastopen_subflow_synack_set_params counts them) start
+		// after it, so the SYN-ACK acknowledges it.
+		e.synRcvd = append([]byte(nil), seg.Payload[:n]...)
+		e.synRcvdLen = n
+		e.irs = seg.Seq.Add(seqnum.Size(n))
+		e.info.SynData = n
+		l.stats.SynData++
+	}
 	e.setState(StateSynRcvd)
 	e.sendSYN(true)
 	e.flushNotify()

@@ -105,6 +105,10 @@ func (e *Endpoint) buildOptions(info *SegmentInfo) []byte {
 			}
 			used += 10
 		}
+		if !synack && info.Len > 0 {
+			l.FastOpen = true // a cookie request (RFC 7413 §4.1.1)
+			used += 4
+		}
 		space -= (used + 3) &^ 3
 	} else if e.tsOK {
 		l.HasTimestamp, l.TSVal, l.TSEcr = true, e.tsNow(), e.tsRecent
@@ -259,7 +263,16 @@ func (e *Endpoint) sendSYN(synack bool) {
 	if !retx {
 		e.rttStart = e.now()
 	}
-	e.transmit(flags, 0, nil, 0, retx)
+	if !synack && !retx && len(e.synData) > 0 {
+		// The first SYN carries the Fast Open data (ConnectData);
+		// retransmissions do not, in case a middlebox drops SYNs with
+		// data (RFC 7413 §7.1). The payload comes from a chunk of its
+		// own that lies before the send buffer's offset 1.
+		c := chunk{data: e.synData, sealed: true}
+		e.synDataLen, _ = e.transmit(flags, 0, &c, len(e.synData), false)
+	} else {
+		e.transmit(flags, 0, nil, 0, retx)
+	}
 	e.sndNxt = max(e.sndNxt, 1)
 	if !e.rtoTimer.armed {
 		e.rtoTimer.set(e.now().Add(e.rto))

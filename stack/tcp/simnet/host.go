@@ -67,6 +67,11 @@ func (h *Host) output(flow tcp.FlowID) tcp.Output {
 // Dial creates an endpoint towards raddr:rport and connects it. cfg's
 // Clock and Output are filled in; lport 0 picks an ephemeral port.
 func (h *Host) Dial(lport uint16, raddr tcpip.Address, rport uint16, cfg tcp.Config) (*tcp.Endpoint, error) {
+	return h.DialData(lport, raddr, rport, cfg, nil)
+}
+
+// DialData is Dial with data in the SYN (tcp.Endpoint.ConnectData).
+func (h *Host) DialData(lport uint16, raddr tcpip.Address, rport uint16, cfg tcp.Config, synData []byte) (*tcp.Endpoint, error) {
 	if lport == 0 {
 		h.nextPort++
 		lport = h.nextPort
@@ -79,7 +84,7 @@ func (h *Host) Dial(lport uint16, raddr tcpip.Address, rport uint16, cfg tcp.Con
 		return nil, err
 	}
 	h.add(flow, ep)
-	return ep, ep.Connect()
+	return ep, ep.ConnectData(synData)
 }
 
 func (h *Host) add(flow tcp.FlowID, ep *tcp.Endpoint) {
