@@ -38,10 +38,20 @@ var (
 	mpbBulk = flag.Int64("conformance.mpbench.bulk", 1<<30,
 		"bytes per transfer of BenchmarkMultipathUnshaped")
 	mpbCC = flag.String("conformance.mpbench.cc", "cubic",
-		"congestion control of every sender: the engine's (tcp.Config.Congestion) and the kernel's sockets (TCP_CONGESTION)")
+		"congestion control of every sender: the engine's (tcp.Config.Congestion) and the kernel's sockets (TCP_CONGESTION); CLIENT/SERVER gives the client's and the server's (in BenchmarkMultipathUnshaped, CLIENT for all)")
 	mpbRounds = flag.Int("conformance.mpbench.rounds", 1,
 		"rounds of the multipath benchmarks (each round measures every row once; BenchmarkMultipathUnshaped prints totals)")
 )
+
+// mpbCCs returns the client's and the server's congestion control
+// (-conformance.mpbench.cc).
+func mpbCCs() (client, server string) {
+	client, server, ok := strings.Cut(*mpbCC, "/")
+	if !ok {
+		server = client
+	}
+	return client, server
+}
 
 // benchOnce runs f the first time it is called for a sub-benchmark: a
 // sub-benchmark's function runs again when -benchtime asks for more than
@@ -110,11 +120,14 @@ func simultFlowsLimit(n int64, sumMbit int) time.Duration {
 
 // aggRow is one case in one setup.
 type aggRow struct {
-	round              int
-	cs                 aggCase
-	setup              sfSetup
-	res                sfXferResult
-	wire               sfWire
+	round int
+	cs    aggCase
+	setup sfSetup
+	res   sfXferResult
+	wire  sfWire // over the whole transfer
+	// wireAt is what the bottlenecks carried until the last byte of
+	// client-to-server ([0]) and of server-to-client ([1]) data.
+	wireAt             [2]sfWire
 	subs               [2]sfSubBytes
 	retransC, retransS uint64
 	kernelCC           string
@@ -127,9 +140,9 @@ func (r aggRow) frac(d sfDir) float64 { return d.mbit() / float64(r.cs.sumMbit()
 // headers, this direction's data and its retransmissions, the other
 // direction's ACKs) over their capacity during the direction's transfer.
 func (r aggRow) linkUse(c2s bool) float64 {
-	d, w := r.res.s2c, r.wire.s2c
+	d, w := r.res.s2c, r.wireAt[1].s2c
 	if c2s {
-		d, w = r.res.c2s, r.wire.c2s
+		d, w = r.res.c2s, r.wireAt[0].c2s
 	}
 	bytes := w[0].bytes + w[1].bytes
 	return float64(bytes) * 8 / (float64(r.cs.sumMbit()) * 1e6 * d.elapsed.Seconds())
@@ -138,9 +151,9 @@ func (r aggRow) linkUse(c2s bool) float64 {
 // payloadShare is the data's share of the bytes the bottlenecks of one
 // direction carried: what headers, ACKs and retransmissions leave.
 func (r aggRow) payloadShare(c2s bool) float64 {
-	d, w := r.res.s2c, r.wire.s2c
+	d, w := r.res.s2c, r.wireAt[1].s2c
 	if c2s {
-		d, w = r.res.c2s, r.wire.c2s
+		d, w = r.res.c2s, r.wireAt[0].c2s
 	}
 	return float64(d.received) / float64(w[0].bytes+w[1].bytes)
 }
@@ -167,6 +180,7 @@ func BenchmarkMultipathAggregation(b *testing.B) {
 	netns.RequireTools(b, "tc", "ss", "nstat", "nft")
 	load := backgroundLoad()
 	n := *mpbSize
+	ccClient, ccServer := mpbCCs()
 	var rows []aggRow
 	for round := range *mpbRounds {
 		for _, cs := range aggCases() {
@@ -179,13 +193,28 @@ func BenchmarkMultipathAggregation(b *testing.B) {
 				}
 				name := strings.ReplaceAll(cs.name, " ", "_") + "_" + setup.String() + roundSuffix(round)
 				b.Run(name, benchOnce(func(b *testing.B) {
-					g := newSFRig(b, setup, cs.paths, *mpbCC)
+					g := newSFRig(b, setup, cs.paths, ccClient, ccServer)
 					cl, sv := g.open(b)
 					w0 := g.wire(b)
 					c0, s0 := g.retrans(b)
 					timeout := time.Minute + 4*time.Duration(float64(n)*8/float64(cs.sumMbit()*1e6)*float64(time.Second))
-					res := sfTransfer(cl, sv, sfXfer{n: n, timeout: timeout})
-					row := aggRow{round: round, cs: cs, setup: setup, res: res, wire: g.wire(b).sub(w0), subs: g.clientSubflows(b, cl), kernelCC: g.kernelCC(b)}
+					var wireAt [2]sfWire
+					var wireErr error
+					res := sfTransfer(cl, sv, sfXfer{n: n, timeout: timeout, done: func(c2s bool) {
+						i := 1
+						if c2s {
+							i = 0
+						}
+						w, err := g.readWire()
+						if err != nil {
+							wireErr = err
+						}
+						wireAt[i] = w.sub(w0)
+					}})
+					if wireErr != nil {
+						b.Fatal(wireErr)
+					}
+					row := aggRow{wireAt: wireAt, round: round, cs: cs, setup: setup, res: res, wire: g.wire(b).sub(w0), subs: g.clientSubflows(b, cl), kernelCC: g.kernelCC(b)}
 					c1, s1 := g.retrans(b)
 					row.retransC, row.retransS = c1-c0, s1-s0
 					g.checkDelayLines(b)
@@ -250,18 +279,19 @@ func BenchmarkMultipathAggregation(b *testing.B) {
 		}
 	}
 	fmt.Printf(`%d MiB each way at once (SHA-256 checked), timed from the first write (both subflows already up) until both directions' last
-byte is read (no DATA_FIN: the subflows stay up to be counted). Congestion control of every sender: %s (kernel subflows, as ss shows them: %s).
+byte is read (no DATA_FIN: the subflows stay up to be counted). Congestion control of the senders (client/server): %s (kernel subflows, as ss shows them: %s).
 Paths (simult_flows.sh topology): client --path 1/path 2--> router namespace --> server; each client path is a TUN in the router whose
 userspace end is this process: the engine's NIC, or a relay to a kernel client's TUN. Rate: tbf in the router on both directions of each
 client path ("rate N mbit burst 16kb latency 100ms"; client->server on an ifb fed by the TUN's ingress), counting IP bytes. Delay: internal/impair
 on the router's TUN of each client path, the given one-way delay in each direction (this kernel has no sch_netem); server link unshaped.
-%%sum: goodput over the summed link rates; link use: bytes the bottlenecks of that direction sent (data, headers, retransmissions and the other
-direction's ACKs) over their capacity; payload/wire: the goodput's share of those bytes, so %%sum = link use x payload/wire.
+%%sum: goodput over the summed link rates; link use: bytes the bottlenecks of that direction sent until its last byte (data, headers,
+retransmissions and the other direction's ACKs) over their capacity; payload/wire: the goodput's share of those bytes, so %%sum = link use x
+payload/wire.
 MiB p1+p2: per subflow as the client counts it (c->s acked, s->c received in order); tbf drops: both directions of the path;
 data retx: data-level retransmissions (MPTCPRetrans) of client and server. simult_flows limit: its max time for this size and rates.
 Background load: %s.
 Command: %s
-`, n>>20, *mpbCC, strings.Join(kcc, " "), load, benchCommand())
+`, n>>20, ccClient+"/"+ccServer, strings.Join(kcc, " "), load, benchCommand())
 	printNamespacesLeft()
 }
 
@@ -403,6 +433,7 @@ func BenchmarkMultipathFailover(b *testing.B) {
 	netns.RequireTools(b, "tc", "ss", "nstat", "nft")
 	load := backgroundLoad()
 	n := *mpbSize
+	ccClient, ccServer := mpbCCs()
 	var rows []failRow
 	for round := range *mpbRounds {
 		for _, mode := range failModes {
@@ -414,7 +445,7 @@ func BenchmarkMultipathFailover(b *testing.B) {
 					continue
 				}
 				b.Run(mode.name+"_"+setup.String()+roundSuffix(round), benchOnce(func(b *testing.B) {
-					g := newSFRig(b, setup, failPaths, *mpbCC)
+					g := newSFRig(b, setup, failPaths, ccClient, ccServer)
 					cl, sv := g.open(b)
 					c0, s0 := g.retrans(b)
 					row := failRow{round: round, mode: mode.name, setup: setup}
@@ -492,7 +523,7 @@ func BenchmarkMultipathFailover(b *testing.B) {
 			kcc = append(kcc, r.kernelCC)
 		}
 	}
-	fmt.Printf(`Congestion control of every sender: %s (kernel subflows still up at the end, as ss shows them: %s).
+	fmt.Printf(`Congestion control of the senders (client/server): %s (kernel subflows still up at the end, as ss shows them: %s).
 %d MiB each way at once (SHA-256 checked); path 1 (the initial subflow's) fails once the server has received %d MiB; "at": when the
 failure was in place, since the first write. gap: the longest time the receiving application got no data after the failure; resumed: from the
 failure until the end of that gap; after: goodput from 1 s later to the end (path 2 alone: 10 Mbit/s on the wire, about 9.3 of goodput with
@@ -502,7 +533,7 @@ Paths: the router topology of BenchmarkMultipathAggregation, both 10 Mbit/s (tbf
 blackhole: nftables in the router drops everything entering or leaving its path-1 TUN; link-down: ip link set down of that TUN.
 Background load: %s.
 Command: %s
-`, *mpbCC, strings.Join(kcc, " "), n>>20, n>>22, load, benchCommand())
+`, ccClient+"/"+ccServer, strings.Join(kcc, " "), n>>20, n>>22, load, benchCommand())
 	printNamespacesLeft()
 }
 
@@ -611,8 +642,9 @@ func BenchmarkMultipathUnshaped(b *testing.B) {
 	const timeout = 2 * time.Minute
 	// The kernel sockets' configurations: the good one (main table) and
 	// the others (reported apart).
-	good := sockOpts{cc: *mpbCC, rcvbuf: mpbRcvbuf}
-	autotuned := sockOpts{cc: *mpbCC}
+	cc, _ := mpbCCs()
+	good := sockOpts{cc: cc, rcvbuf: mpbRcvbuf}
+	autotuned := sockOpts{cc: cc}
 	name := func(o sockOpts) string {
 		cc := o.cc
 		if cc == "" {
@@ -638,7 +670,7 @@ func BenchmarkMultipathUnshaped(b *testing.B) {
 		*list = append(*list, &r)
 	}
 	b.Run("engine-kernel-tun", benchOnce(func(b *testing.B) {
-		g := newSUEngineKernel(b, *mpbCC)
+		g := newSUEngineKernel(b, cc)
 		for range *mpbRounds {
 			for _, sub := range []int{1, 2} {
 				for _, engineSends := range []bool{true, false} {
@@ -717,9 +749,9 @@ func BenchmarkMultipathUnshaped(b *testing.B) {
 		return fmt.Sprintf("%.2f", a/b)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(tw, "\nstack/link\tsubflows\tclient sends\tMB/s\tcpu-s/GB\tproc-cpu-s/GB\tMB/s 2 vs 1 subflow\tMB/s vs kernel\tcpu/GB vs kernel\tlongest read wait ms\tstalls\tEOF wait ms\t\n")
+	fmt.Fprintf(tw, "\nstack/link\tsubflows\tclient sends\tMB/s\tcpu-s/GB\tproc-cpu-s/GB\tMB/s 2 vs 1 subflow\tMB/s vs kernel\tcpu/GB vs kernel\tlongest read wait ms\tstalls\tEOF wait ms\tMB/s excl. stalls\tvs kernel excl. stalls\t\n")
 	for _, r := range rows {
-		vs1, vsK, cpuK := "-", "-", "-"
+		vs1, vsK, cpuK, vsKns := "-", "-", "-", "-"
 		if r.subflows == 2 {
 			for _, one := range rows {
 				if one.same(suRow{stack: r.stack, subflows: 1, dir: r.dir, kcfg: r.kcfg}) {
@@ -729,9 +761,10 @@ func BenchmarkMultipathUnshaped(b *testing.B) {
 		}
 		if k := kernelRef(r.subflows); k != nil && !r.kernel {
 			vsK, cpuK = ratio(r.m.mbps(), k.m.mbps()), ratio(r.m.cpuPerGB(), k.m.cpuPerGB())
+			vsKns = ratio(r.m.mbpsNoStalls(), k.m.mbpsNoStalls())
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%d\t%s\t\n", r.stack, r.subflows, r.dir, r.m.mbps(), r.m.cpuPerGB(), r.m.procPerGB(),
-			vs1, vsK, cpuK, msec(r.m.maxGap), r.m.stalls, msec(r.m.finWait))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%.0f\t%.2f\t%.2f\t%s\t%s\t%s\t%s\t%d\t%s\t%.0f\t%s\t\n", r.stack, r.subflows, r.dir, r.m.mbps(), r.m.cpuPerGB(), r.m.procPerGB(),
+			vs1, vsK, cpuK, msec(r.m.maxGap), r.m.stalls, msec(r.m.finWait), r.m.mbpsNoStalls(), vsKns)
 	}
 	tw.Flush()
 	fmt.Printf("\nother kernel socket configurations (reported apart; %d MiB per transfer):\n", nApart>>20)
@@ -750,7 +783,7 @@ func BenchmarkMultipathUnshaped(b *testing.B) {
 			r.m.stalls, msec(r.m.finWait), res, strings.Join(zw, " "))
 	}
 	tw.Flush()
-	ccName := *mpbCC
+	ccName := cc
 	if ccName == "" {
 		ccName = "the namespaces' default"
 	}
@@ -762,8 +795,8 @@ cpu-s/GB: busy CPU time of the whole machine (/proc/stat, softirqs included, any
 process's (the engine, the Go readers and writers, and the kernel work done on their system calls). Ratios: against kernel/veth with the same
 subflow count. Apart: the kernel sockets autotuned (the engine sending, two kernels), and two kernels with the namespaces' default congestion
 control (%s). longest read wait: the longest time the receiving application waited for data; stalls: waits of 100 ms or more (all
-rounds); EOF wait: the longest wait for the end of the stream after the last byte (included in MB/s); zero-window counters: nstat deltas
-in the receiver's namespace.
+rounds); EOF wait: the longest wait for the end of the stream after the last byte (included in MB/s); MB/s excl. stalls: with the
+stalls' time taken out; zero-window counters: nstat deltas in the receiver's namespace.
 Background load: %s.
 Command: %s
 `, n>>20, *mpbRounds, ccName, defaultCC, load, benchCommand())

@@ -130,10 +130,11 @@ type sfPath struct {
 type sfRig struct {
 	setup sfSetup
 	paths [2]sfPath
-	// cc is the congestion control of every sender, engine and kernel.
-	cc   string
-	r    *netns.NS // the router
-	c, s *netns.NS // kernel client and server namespaces (nil: engine)
+	// ccClient and ccServer are the congestion controls of the client's
+	// and the server's senders, engine or kernel.
+	ccClient, ccServer string
+	r                  *netns.NS // the router
+	c, s               *netns.NS // kernel client and server namespaces (nil: engine)
 	// ec and es are the engine client and server (nil: kernel).
 	ec, es *stack.Engine
 	imps   [2]*impair.Endpoint
@@ -146,11 +147,11 @@ type sfRig struct {
 
 // newSFRig builds the router topology for setup with the given client
 // paths; everything is removed at cleanup.
-func newSFRig(tb testing.TB, setup sfSetup, paths [2]sfPath, cc string) *sfRig {
+func newSFRig(tb testing.TB, setup sfSetup, paths [2]sfPath, ccClient, ccServer string) *sfRig {
 	tb.Helper()
 	netns.RequireMPTCP(tb)
 	netns.RequireTools(tb, "tc", "ss", "nstat", "nft")
-	g := &sfRig{setup: setup, paths: paths, cc: cc}
+	g := &sfRig{setup: setup, paths: paths, ccClient: ccClient, ccServer: ccServer}
 	g.r = netns.New(tb, sfNSPrefix)
 	kernelSysctls := []string{"-qw", "net.mptcp.enabled=1", "net.mptcp.pm_type=0", "net.mptcp.checksum_enabled=0",
 		"net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"}
@@ -166,7 +167,7 @@ func newSFRig(tb testing.TB, setup sfSetup, paths [2]sfPath, cc string) *sfRig {
 	// Runs before the namespaces go (cleanups run last-registered first).
 	tb.Cleanup(g.close)
 	if setup.engineClient {
-		eng, err := stack.NewEngine(stack.Options{TCP: tcp.Config{Congestion: cc}, MPTCP: stack.MPTCPConfig{
+		eng, err := stack.NewEngine(stack.Options{TCP: tcp.Config{Congestion: ccClient}, MPTCP: stack.MPTCPConfig{
 			Endpoints: []mptcp.Endpoint{{ID: 2, Addr: sfClientAddr(2), Flags: mptcp.FlagSubflow}},
 			Limits:    &mptcp.Limits{Subflows: 1, AddAddrAccepted: 1},
 			Tracer: &mptcp.Tracer{SubflowClosed: func(_ *mptcp.Conn, s mptcp.SubflowInfo, _ error) {
@@ -181,7 +182,7 @@ func newSFRig(tb testing.TB, setup sfSetup, paths [2]sfPath, cc string) *sfRig {
 		g.ec = eng
 	}
 	if setup.engineServer {
-		eng, err := stack.NewEngine(stack.Options{TCP: tcp.Config{Congestion: cc}, MPTCP: stack.MPTCPConfig{Limits: &mptcp.Limits{Subflows: 1, AddAddrAccepted: 1}}})
+		eng, err := stack.NewEngine(stack.Options{TCP: tcp.Config{Congestion: ccServer}, MPTCP: stack.MPTCPConfig{Limits: &mptcp.Limits{Subflows: 1, AddAddrAccepted: 1}}})
 		if err != nil {
 			tb.Fatal(err)
 		}
@@ -330,6 +331,15 @@ func (a sfWire) sub(b sfWire) sfWire {
 // wire reads the tbf counters of the shaped paths.
 func (g *sfRig) wire(tb testing.TB) sfWire {
 	tb.Helper()
+	w, err := g.readWire()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return w
+}
+
+// readWire is wire for any goroutine.
+func (g *sfRig) readWire() (sfWire, error) {
 	var w sfWire
 	for i := range 2 {
 		if g.paths[i].Mbit == 0 {
@@ -337,13 +347,13 @@ func (g *sfRig) wire(tb testing.TB) sfWire {
 		}
 		var err error
 		if w.c2s[i], err = tbfCounters(g.r, sfIfb(i+1)); err != nil {
-			tb.Fatal(err)
+			return w, err
 		}
 		if w.s2c[i], err = tbfCounters(g.r, sfRouterIfc(i+1)); err != nil {
-			tb.Fatal(err)
+			return w, err
 		}
 	}
-	return w
+	return w, nil
 }
 
 // tbfCounters parses `tc -s qdisc show dev ifc` for its tbf: "Sent B bytes
@@ -390,7 +400,7 @@ func (g *sfRig) open(tb testing.TB) (cl, sv net.Conn) {
 			tb.Fatal(err)
 		}
 	} else {
-		ln = kernelListenOpts(tb, g.s, sfServerAddr, sockOpts{cc: g.cc})
+		ln = kernelListenOpts(tb, g.s, sfServerAddr, sockOpts{cc: g.ccServer})
 	}
 	defer ln.Close()
 	acc := acceptAsync(ln)
@@ -398,7 +408,7 @@ func (g *sfRig) open(tb testing.TB) (cl, sv net.Conn) {
 	if g.ec != nil {
 		cl, err = g.ec.Dial(ctx, "tcp", ln.Addr().String())
 	} else {
-		cl, err = kernelDialOpts(ctx, g.c, ln.Addr().String(), sockOpts{cc: g.cc})
+		cl, err = kernelDialOpts(ctx, g.c, ln.Addr().String(), sockOpts{cc: g.ccClient})
 	}
 	if err != nil {
 		tb.Fatalf("dial: %v", err)
@@ -653,6 +663,9 @@ type sfXfer struct {
 	timeout time.Duration
 	trigger int64
 	fire    func()
+	// done, if set, runs in each direction's reader right after its
+	// last byte (c2s tells which).
+	done func(c2s bool)
 }
 
 type sfXferResult struct {
@@ -689,8 +702,13 @@ func sfTransfer(cl, sv net.Conn, x sfXfer) sfXferResult {
 	wg.Add(4)
 	go func() { defer wg.Done(); cSum, cErr = (&mpWriter{w: keepOpen{cl}, n: x.n, seed: 'c'}).run() }()
 	go func() { defer wg.Done(); sSum, sErr = (&mpWriter{w: keepOpen{sv}, n: x.n, seed: 's'}).run() }()
-	go func() { defer wg.Done(); res.c2s = sfRead(sv, 'c', x.n, start, onProgress) }()
-	go func() { defer wg.Done(); res.s2c = sfRead(cl, 's', x.n, start, nil) }()
+	finished := func(c2s bool) {
+		if x.done != nil {
+			x.done(c2s)
+		}
+	}
+	go func() { defer wg.Done(); res.c2s = sfRead(sv, 'c', x.n, start, onProgress); finished(true) }()
+	go func() { defer wg.Done(); res.s2c = sfRead(cl, 's', x.n, start, nil); finished(false) }()
 	wg.Wait()
 	fired.Wait()
 	res.elapsed = time.Since(start)
@@ -1029,6 +1047,7 @@ type suResult struct {
 	proc    time.Duration // this process's CPU time
 	maxGap  time.Duration // longest time the reader waited for data
 	stalls  int           // reader waits of suStall or more
+	stalled time.Duration // their total
 	// finWait is how long the reader waited for the end of the stream
 	// (EOF: the FIN, or MPTCP's DATA_FIN) after the last byte.
 	finWait time.Duration
@@ -1038,7 +1057,12 @@ type suResult struct {
 // suStall is the wait for data that counts as a stall.
 const suStall = 100 * time.Millisecond
 
-func (m suResult) mbps() float64      { return float64(m.bytes) / m.elapsed.Seconds() / 1e6 }
+func (m suResult) mbps() float64 { return float64(m.bytes) / m.elapsed.Seconds() / 1e6 }
+
+// mbpsNoStalls is the rate with the stalls' time taken out.
+func (m suResult) mbpsNoStalls() float64 {
+	return float64(m.bytes) / (m.elapsed - m.stalled).Seconds() / 1e6
+}
 func (m suResult) cpuPerGB() float64  { return m.busy.Seconds() / (float64(m.bytes) / 1e9) }
 func (m suResult) procPerGB() float64 { return m.proc.Seconds() / (float64(m.bytes) / 1e9) }
 
@@ -1050,6 +1074,7 @@ func (m *suResult) add(o suResult) {
 	m.proc += o.proc
 	m.maxGap = max(m.maxGap, o.maxGap)
 	m.stalls += o.stalls
+	m.stalled += o.stalled
 	m.finWait = max(m.finWait, o.finWait)
 	if m.err == nil {
 		m.err = o.err
@@ -1069,6 +1094,7 @@ func bulkTransfer(w, r net.Conn, n int64, timeout time.Duration) suResult {
 		n       int64
 		gap     time.Duration
 		stalls  int
+		stalled time.Duration
 		finWait time.Duration
 		err     error
 	}
@@ -1086,6 +1112,7 @@ func bulkTransfer(w, r net.Conn, n int64, timeout time.Duration) suResult {
 				res.gap = max(res.gap, now.Sub(last))
 				if now.Sub(last) >= suStall {
 					res.stalls++
+					res.stalled += now.Sub(last)
 				}
 				last = now
 				res.n += int64(k)
@@ -1119,7 +1146,7 @@ func bulkTransfer(w, r net.Conn, n int64, timeout time.Duration) suResult {
 		werr = w.(interface{ CloseWrite() error }).CloseWrite()
 	}
 	got := <-done
-	res := suResult{bytes: got.n, elapsed: time.Since(start), maxGap: got.gap, stalls: got.stalls, finWait: got.finWait}
+	res := suResult{bytes: got.n, elapsed: time.Since(start), maxGap: got.gap, stalls: got.stalls, stalled: got.stalled, finWait: got.finWait}
 	c1 := sampleMachineCPU()
 	res.busy, res.proc = c1.busy-c0.busy, c1.proc-c0.proc
 	switch {
