@@ -654,10 +654,9 @@ func (d sfDir) bytesAt(t time.Duration) int64 {
 	return n
 }
 
-// sfXfer moves n seeded pseudo-random bytes each way at once between cl
-// and sv (mpWriter's streams), each checked by SHA-256 and byte for byte.
-// When trigger > 0, fire runs once (in a goroutine of its own) as soon as
-// the server has received trigger bytes; firedAt is when it returned.
+// sfXfer is a transfer of n bytes each way. When trigger > 0, fire runs
+// once (in a goroutine of its own) as soon as the server has received
+// trigger bytes; the result's firedAt is when it returned.
 type sfXfer struct {
 	n       int64
 	timeout time.Duration
@@ -674,6 +673,9 @@ type sfXferResult struct {
 	firedAt  time.Duration // 0: not fired
 }
 
+// sfTransfer moves x.n seeded pseudo-random bytes each way at once
+// between cl and sv (mpWriter's streams, without half-closes: see
+// keepOpen), each checked by SHA-256 and byte for byte.
 func sfTransfer(cl, sv net.Conn, x sfXfer) sfXferResult {
 	deadline := time.Now().Add(x.timeout)
 	for _, c := range []net.Conn{cl, sv} {
