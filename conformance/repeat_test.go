@@ -216,6 +216,7 @@ type repeatResult struct {
 	elapsed  time.Duration
 	failures []repeatFailure
 	notes    []string
+	moved    map[string]uint64 // the kernel's counters that moved in the case, by how much
 }
 
 // repeatFailure is one failed check, with its class for the summary.
@@ -326,6 +327,12 @@ func kernelSnapshot(ns *netns.NS) (map[string]uint64, error) {
 // checkRepeatCounters is check (d).
 func checkRepeatCounters(res *repeatResult, before, after map[string]uint64) {
 	d := func(k string) int64 { return int64(after[k] - before[k]) }
+	res.moved = make(map[string]uint64)
+	for k, v := range after {
+		if v > before[k] {
+			res.moved[k] = v - before[k]
+		}
+	}
 	for _, e := range mptcpErrorCounters {
 		if v := d("MPTcpExt" + e.name); v != 0 {
 			if res.c.Loss && (e.name == "MPCapableSYNTXDrop") {
@@ -934,6 +941,11 @@ func logRepeatSummary(t *testing.T, results []*repeatResult, skipped int, total 
 	failed := 0
 	classes := map[string]int{}
 	notes := map[string]int{}
+	type movedSum struct {
+		cases int
+		total uint64
+	}
+	moved := map[string]*movedSum{}
 	type dim struct{ runs, fails int }
 	dims := map[string]*dim{}
 	var durs []time.Duration
@@ -951,6 +963,13 @@ func logRepeatSummary(t *testing.T, results []*repeatResult, skipped int, total 
 		}
 		for _, n := range r.notes {
 			notes[n]++
+		}
+		for k, v := range r.moved {
+			if moved[k] == nil {
+				moved[k] = &movedSum{}
+			}
+			moved[k].cases++
+			moved[k].total += v
 		}
 		c := r.c
 		dir := "both"
@@ -1007,6 +1026,10 @@ func logRepeatSummary(t *testing.T, results []*repeatResult, skipped int, total 
 	}
 	for _, k := range sortedKeys(notes) {
 		fmt.Fprintf(&b, "note: %s: %d cases\n", k, notes[k])
+	}
+	fmt.Fprintf(&b, "%-34s %6s %10s\n", "kernel counters that moved", "cases", "total")
+	for _, k := range sortedKeys(moved) {
+		fmt.Fprintf(&b, "%-34s %6d %10d\n", k, moved[k].cases, moved[k].total)
 	}
 	t.Log("\n" + b.String())
 	if failed > 0 {

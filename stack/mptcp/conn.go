@@ -136,7 +136,10 @@ type Conn struct {
 	// DSS arrived from the server; server: the third ACK or MP_CAPABLE
 	// with data arrived), RFC 8684 §3.1.
 	fullyEstablished bool
-	fallback         FallbackReason
+	// keysRepeated: (client) the third ACK was sent again just before the
+	// first data (see push).
+	keysRepeated bool
+	fallback     FallbackReason
 	// peerNoNewToSource: the peer's MP_CAPABLE had flag C: no new subflow
 	// may be opened to its source address (RFC 8684 §3.1), which the path
 	// manager honours.
@@ -715,6 +718,20 @@ func (c *Conn) push() {
 		}
 		if n <= 0 {
 			break
+		}
+		if c.client && !c.fullyEstablished && !c.keysRepeated && !s.join &&
+			c.fallback == FallbackNone && c.sndNxt == dsnmap.DSN(c.localIDSN+1) {
+			// The server learns our key from the third ACK or from the
+			// first data's MP_CAPABLE; a segment without either that
+			// reaches it first (the second data segment, a DATA_FIN)
+			// makes it fall back to TCP, in Linux too (MPTcpExt
+			// MPCapableFallbackACK). Repeating the third ACK (a pure ACK
+			// at the first sequence number carries both keys) just
+			// before the first data makes that take three losses in a
+			// row instead of two.
+			c.keysRepeated = true
+			c.cfg.MIB.Inc(MPCapableACKRepeat)
+			s.ep.SendAck()
 		}
 		// A reference to the queued bytes, not a copy: the subflow and
 		// the data level share them until each has its acknowledgement.

@@ -112,11 +112,11 @@ func TestSimHostileSegments(t *testing.T) {
 		forge   func(t *testing.T, p *simPair, rec *recorder) [][]byte
 	}
 	classes := []class{
-		{"data-fin-far-dsn64", DataFinInvalid, func(t *testing.T, p *simPair, rec *recorder) [][]byte {
+		{"data-fin-far-dsn64", DataFinAhead, func(t *testing.T, p *simPair, rec *recorder) [][]byte {
 			fin := uint64(p.client.rx.Next()) + 1<<40
 			return [][]byte{forged(t, rec.ba, 0, nil, &options.DSS{HasMapping: true, DSN64: true, DSN: fin, DataLen: 1, DataFIN: true})}
 		}},
-		{"data-fin-far-dsn32", DataFinInvalid, func(t *testing.T, p *simPair, rec *recorder) [][]byte {
+		{"data-fin-far-dsn32", DataFinAhead, func(t *testing.T, p *simPair, rec *recorder) [][]byte {
 			fin := uint64(p.client.rx.Next()) + 1<<31 - 100
 			return [][]byte{forged(t, rec.ba, 0, nil, &options.DSS{HasMapping: true, DSN: fin & 0xffffffff, DataLen: 1, DataFIN: true})}
 		}},
@@ -325,6 +325,51 @@ func TestSimDSSBeforeKey(t *testing.T) {
 	}
 	if p.mib.Get(FallbackNoKey) == 0 {
 		t.Error("FallbackNoKey not counted")
+	}
+}
+
+// TestSimThirdAckAndFirstDataLost drops the client's third ACK and its
+// first data segment, the two segments that carry its keys in RFC 8684's
+// handshake. Without more, whatever reaches the server next (the DATA_FIN
+// of a short request, or the second data segment) has no MP_CAPABLE, and
+// the server falls back to TCP, as Linux's does. The client repeats the
+// third ACK just before its first data, so the server still learns the
+// keys and the connection stays MPTCP.
+func TestSimThirdAckAndFirstDataLost(t *testing.T) {
+	for _, n := range []int{2, 40_000} { // DATA_FIN next; second data segment next
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			var dropped []string
+			tap := func(pk *simnet.Packet) bool {
+				if pk.Src != simA || pk.Bytes[13]&0x02 != 0 || len(dropped) == 2 {
+					return true
+				}
+				mpc := false
+				forEachMPTCP(pk.Bytes, func(opt []byte) { mpc = mpc || opt[2]>>4 == 0 })
+				payload := len(pk.Bytes) > int(pk.Bytes[12]>>4)*4
+				switch {
+				case mpc && !payload && len(dropped) == 0:
+					dropped = append(dropped, "third ACK")
+					return false
+				case mpc && payload:
+					dropped = append(dropped, "first data")
+					return false
+				}
+				return true
+			}
+			p := newSimPairWait(t, simnet.LinkConfig{Delay: time.Millisecond, Rate: 50e6}, false, false, tap, false)
+			p.transfer(p.client, p.server, n, 51)
+			if len(dropped) != 2 || dropped[1] != "first data" {
+				t.Fatalf("dropped %v, want the third ACK and the first data", dropped)
+			}
+			for _, c := range []*Conn{p.client, p.server} {
+				if f := c.Fallback(); f != FallbackNone {
+					t.Errorf("client=%v fell back: %q", c.client, f)
+				}
+			}
+			if got := p.mib.Get(MPCapableACKRepeat); got != 1 {
+				t.Errorf("MPCapableACKRepeat %d, want 1", got)
+			}
+		})
 	}
 }
 

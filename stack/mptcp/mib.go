@@ -29,6 +29,10 @@ const (
 	// third ACK of a SYN-cookie handshake (RFC 8684 §3.1: the ACK echoes
 	// both keys so that a server can be stateless).
 	MPCapableSYNCookie
+	// MPCapableACKRepeat (engine): third ACKs sent again by a client just
+	// before its first data, so that losing the first two does not make
+	// the server fall back.
+	MPCapableACKRepeat
 	// MPTCPRetrans: data-level retransmissions (bytes re-sent on a subflow
 	// with their original data sequence numbers).
 	MPTCPRetrans
@@ -65,9 +69,16 @@ const (
 	// window.
 	DataAckInvalid
 	// DataFinInvalid (engine): DATA_FINs ignored because their data
-	// sequence number lies outside the receive window or contradicts an
-	// earlier DATA_FIN.
+	// sequence number lies behind the stream or contradicts an earlier
+	// DATA_FIN.
 	DataFinInvalid
+	// DataFinAhead (engine): DATA_FINs not taken (yet) because their data
+	// sequence number lies beyond the receive window. Not an error: Linux
+	// sends its DATA_FIN on every subflow as soon as its application
+	// closes, with data still waiting behind our window, and sends it
+	// again with the last data and until acknowledged; one taken that far
+	// ahead would only let a forged one end the stream.
+	DataFinAhead
 	// MPFastcloseTx: MP_FASTCLOSE sent.
 	MPFastcloseTx
 	// MPFastcloseRx: MP_FASTCLOSE received with our key.
@@ -153,6 +164,7 @@ var counterNames = [numCounters]string{
 	MPCapableFallbackACK:    "MPCapableFallbackACK",
 	MPCapableFallbackSYNACK: "MPCapableFallbackSYNACK",
 	MPCapableSYNCookie:      "MPCapableSYNCookie",
+	MPCapableACKRepeat:      "MPCapableACKRepeat",
 	MPTCPRetrans:            "MPTCPRetrans",
 	MPJoinNoTokenFound:      "MPJoinNoTokenFound",
 	MPJoinSynRx:             "MPJoinSynRx",
@@ -167,6 +179,7 @@ var counterNames = [numCounters]string{
 	OFODrop:                 "OFODrop",
 	DataAckInvalid:          "DataAckInvalid",
 	DataFinInvalid:          "DataFinInvalid",
+	DataFinAhead:            "DataFinAhead",
 	MPFastcloseTx:           "MPFastcloseTx",
 	MPFastcloseRx:           "MPFastcloseRx",
 	MPFastcloseBadKey:       "MPFastcloseBadKey",

@@ -29,6 +29,9 @@ type simPair struct {
 	ssf    *Subflow // the server's subflow, until its endpoint is accepted
 	tokens *Tokens
 	mib    *MIB
+	// accept binds the server's subflow to its endpoint once the
+	// listener has it (run calls it until then).
+	accept func()
 }
 
 func newSimPair(t *testing.T, link simnet.LinkConfig, clientCsum, serverCsum bool) *simPair {
@@ -40,6 +43,13 @@ func newSimPairTap(t *testing.T, link simnet.LinkConfig, tap func(*simnet.Packet
 }
 
 func newSimPairOpts(t *testing.T, link simnet.LinkConfig, clientCsum, serverCsum bool, tap func(*simnet.Packet) bool) *simPair {
+	t.Helper()
+	return newSimPairWait(t, link, clientCsum, serverCsum, tap, true)
+}
+
+// newSimPairWait is newSimPairOpts; with waitServer false it returns once
+// the client is established, whatever the server's state.
+func newSimPairWait(t *testing.T, link simnet.LinkConfig, clientCsum, serverCsum bool, tap func(*simnet.Packet) bool, waitServer bool) *simPair {
 	t.Helper()
 	p := &simPair{t: t, net: simnet.New(1), tokens: NewTokens(), mib: new(MIB)}
 	p.net.Tap = tap
@@ -73,9 +83,16 @@ func newSimPairOpts(t *testing.T, link simnet.LinkConfig, clientCsum, serverCsum
 		t.Fatal(err)
 	}
 	sf.Bind(ep)
+	p.accept = func() {
+		if p.ssf != nil && p.ssf.ep == nil {
+			if sep := b.Accept(80); sep != nil {
+				p.ssf.Bind(sep)
+			}
+		}
+	}
 	p.run(func() bool {
-		if sep := b.Accept(80); sep != nil {
-			p.ssf.Bind(sep)
+		if !waitServer {
+			return c.State() != StateHandshake
 		}
 		return p.ssf != nil && p.ssf.ep != nil && c.State() != StateHandshake && p.server.State() != StateHandshake
 	}, 10*time.Second, "handshake")
@@ -87,6 +104,9 @@ func (p *simPair) run(cond func() bool, d time.Duration, what string) {
 	p.t.Helper()
 	step := func() bool {
 		now := p.net.Clock.NowMonotonic()
+		if p.accept != nil {
+			p.accept()
+		}
 		for _, c := range []*Conn{p.client, p.server} {
 			if c == nil {
 				continue

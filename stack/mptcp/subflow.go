@@ -854,8 +854,15 @@ func (c *Conn) noteFIN(fin dsnmap.DSN, s *Subflow) {
 		}
 		return
 	}
-	if int64(fin-next) < 0 || uint64(fin-next) > uint64(c.rx.Window()+c.rxSlack()) {
+	if int64(fin-next) < 0 {
 		c.ignoreFIN()
+		return
+	}
+	if uint64(fin-next) > uint64(c.rx.Window()+c.rxSlack()) {
+		// Beyond what we let the peer send: a DATA_FIN sent early (see
+		// DataFinAhead), taken when it comes again, or a forged one.
+		c.stats.IgnoredDataFINs++
+		c.cfg.MIB.Inc(DataFinAhead)
 		return
 	}
 	if c.rcvFINSet && c.rcvFIN != fin {
