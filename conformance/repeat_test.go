@@ -559,6 +559,15 @@ func runInProcess(t *testing.T, r *repeatRig, c repeatCase) *repeatResult {
 		res.fail(failFallback, "engine MPTCP=%v Fallback=%q, kernel multipath=%v", es.info.MPTCP, es.info.Fallback, rep.Multipath)
 	}
 	checkRepeatCounters(res, before, after)
+	if after["TcpExtBeyondWindow"] != before["TcpExtBeyondWindow"] {
+		// For the diagnosis: what the engine's subflows saw of the
+		// kernel's window and how they retransmitted.
+		for _, sf := range es.info.Subflows {
+			i := sf.TCP
+			res.notes = append(res.notes, fmt.Sprintf("subflow: WindowRetreats %d SeqClamped %d BytesBeyondEdge %d ZeroWindowProbes %d RTOs %d TLPs %d",
+				i.WindowRetreats, i.SeqClamped, i.BytesBeyondEdge, i.ZeroWindowProbes, i.RTOs, i.TCPLossProbes))
+		}
+	}
 	return res
 }
 
@@ -902,6 +911,9 @@ func TestRepeatMPTCP(t *testing.T) {
 				msgs := make([]string, len(res.failures))
 				for i, f := range res.failures {
 					msgs[i] = "[" + f.class + "] " + f.msg
+				}
+				for _, n := range res.notes {
+					msgs = append(msgs, "(note: "+n+")")
 				}
 				t.Errorf("%v (%v): %s\n\treplay: -conformance.repeat.seed=%d -conformance.repeat.only=%d -conformance.repeat=%d -conformance.repeat.maxsize=%dB",
 					c, res.elapsed.Round(time.Millisecond), strings.Join(msgs, "; "), *repeatSeed, c.Idx, n, maxSize)

@@ -225,6 +225,71 @@ func TestRetransmitInsideRetreatedWindow(t *testing.T) {
 	}
 }
 
+// TestTimeoutRetransmitCutAtEdge: with the edge less than a segment past
+// SND.UNA, the retransmission timeout's resend of the head is cut at the
+// edge, as Linux's tcp_retransmit_skb does: a Linux receiver with data
+// queued drops a segment that ends beyond its window (TcpExtBeyondWindow).
+// Only a window that is closed at the head gets a full segment (a probe).
+func TestTimeoutRetransmitCutAtEdge(t *testing.T) {
+	r := newRaw(t, tcp.Config{NoDelay: true, Congestion: "newreno"})
+	r.establish()
+	retreat(t, r, rawMSS/2)
+	r.take()
+	edge := rawOff(3) + seqnum.Value(rawMSS/2>>7<<7)
+	var rx []sent
+	for range 20 {
+		r.advance(100 * time.Millisecond)
+		for _, s := range r.take() {
+			if len(s.Payload) > 0 {
+				rx = append(rx, s)
+			}
+		}
+		if len(rx) > 0 {
+			break
+		}
+	}
+	if len(rx) == 0 {
+		t.Fatal("nothing retransmitted")
+	}
+	for _, s := range rx {
+		if end := s.Seq + seqnum.Value(len(s.Payload)); s.Seq != rawOff(3) || edge.LessThan(end) {
+			t.Fatalf("retransmitted [%v, %v), want from %v to the edge %v at most", s.Seq, end, rawOff(3), edge)
+		}
+	}
+	if i := r.ep.Info(); i.RTOs != 1 {
+		t.Fatalf("RTOs %d, want 1", i.RTOs)
+	}
+}
+
+// TestLossProbeNotBeyondEdge: with the edge retreated below the last
+// segment sent, neither the tail loss probe nor the timeout sends anything
+// that ends beyond the edge (RFC 8985's probe re-sends the last segment,
+// which no longer fits; Linux's tcp_send_loss_probe goes through the same
+// window check as any retransmission).
+func TestLossProbeNotBeyondEdge(t *testing.T) {
+	r := newRaw(t, tcp.Config{NoDelay: true})
+	r.establish()
+	retreat(t, r, 5*rawMSS/2)
+	r.take()
+	edge := rawOff(3) + seqnum.Value(5*rawMSS/2>>7<<7)
+	n := 0
+	for range 40 {
+		r.advance(25 * time.Millisecond)
+		for _, s := range r.take() {
+			if len(s.Payload) == 0 {
+				continue
+			}
+			n++
+			if end := s.Seq + seqnum.Value(len(s.Payload)); edge.LessThan(end) {
+				t.Fatalf("sent [%v, %v) beyond the edge %v (%+v)", s.Seq, end, edge, r.ep.Info())
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("nothing retransmitted in 1 s")
+	}
+}
+
 // shrinker makes a host behave towards its peer like a Linux MPTCP
 // subflow whose connection-level receive window closed: while shrunk, the
 // window its segments advertise ends at the acknowledgment point it had
