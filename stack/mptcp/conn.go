@@ -637,7 +637,11 @@ func (c *Conn) Delivered() bool {
 	}
 	if c.fallback != FallbackNone {
 		// Plain TCP: our FIN is acknowledged once the subflow left
-		// FIN-WAIT-1, CLOSING and LAST-ACK for good.
+		// FIN-WAIT-1, CLOSING and LAST-ACK for good (finAcked: it did,
+		// and was retired).
+		if c.finAcked {
+			return true
+		}
 		for _, s := range c.subflows {
 			if s.ep == nil {
 				continue
@@ -1018,6 +1022,12 @@ const maxClosedSubflows = 16
 // subflowDown retires a subflow whose endpoint is CLOSED.
 func (c *Conn) subflowDown(s *Subflow) {
 	s.dead = true
+	if c.fallback != FallbackNone && c.finQueued && !c.finAcked && s.err == nil &&
+		(s.ep.State() == tcp.StateTimeWait || s.ep.Err() == nil) {
+		// Plain TCP: the subflow ended with both FINs through, ours
+		// acknowledged (Delivered no longer finds it once retired).
+		c.finAcked = true
+	}
 	c.subflowsClosed++
 	if len(c.closedSubs) == maxClosedSubflows {
 		c.closedSubs = append(c.closedSubs[:0], c.closedSubs[1:]...)

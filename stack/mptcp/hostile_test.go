@@ -326,6 +326,11 @@ func TestSimDSSBeforeKey(t *testing.T) {
 	if p.mib.Get(FallbackNoKey) == 0 {
 		t.Error("FallbackNoKey not counted")
 	}
+	// Both FINs went through: each side's close is complete (what a
+	// lingering Close waits for), also once the subflow is retired.
+	p.run(func() bool {
+		return p.client.Delivered() && p.server.Delivered() && len(p.server.subflows) == 0 && len(p.client.subflows) == 0
+	}, 5*time.Minute, "delivery after the fallback")
 }
 
 // TestSimThirdAckAndFirstDataLost drops the client's third ACK and its
