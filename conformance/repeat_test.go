@@ -328,6 +328,12 @@ const (
 	mpcDataRule = "tcp flags & syn == 0 tcp option mptcp subtype 0 counter drop"
 )
 
+// The counters of mpcAckRule and mpcDataRule in nft's listing.
+var (
+	mpcAckCounter  = regexp.MustCompile(`length 20 tcp option mptcp subtype 0 counter packets (\d+)`)
+	mpcDataCounter = regexp.MustCompile(`syn tcp option mptcp subtype 0 counter packets (\d+)`)
+)
+
 // mpcLoss is what the loss rules dropped of the segments carrying
 // MP_CAPABLE after the SYNs, into the kernel (from the engine) and out of
 // it.
@@ -340,8 +346,6 @@ func (a mpcLoss) sub(b mpcLoss) mpcLoss {
 // mpcDrops reads the loss rules' MP_CAPABLE counters (zero without loss
 // rules).
 func mpcDrops(ns *netns.NS) mpcLoss {
-	ack := regexp.MustCompile(`length 20 tcp option mptcp subtype 0 counter packets (\d+)`)
-	data := regexp.MustCompile(`syn tcp option mptcp subtype 0 counter packets (\d+)`)
 	var l mpcLoss
 	get := func(re *regexp.Regexp, o string) uint64 {
 		m := re.FindStringSubmatch(o)
@@ -352,10 +356,10 @@ func mpcDrops(ns *netns.NS) mpcLoss {
 		return v
 	}
 	if o, err := ns.Run("nft", "list", "chain", "inet", lossTable, "drop_in"); err == nil {
-		l.ackIn, l.dataIn = get(ack, o), get(data, o)
+		l.ackIn, l.dataIn = get(mpcAckCounter, o), get(mpcDataCounter, o)
 	}
 	if o, err := ns.Run("nft", "list", "chain", "inet", lossTable, "drop_out"); err == nil {
-		l.ackOut, l.dataOut = get(ack, o), get(data, o)
+		l.ackOut, l.dataOut = get(mpcAckCounter, o), get(mpcDataCounter, o)
 	}
 	return l
 }

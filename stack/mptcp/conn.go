@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/mptund/mptund/dsnmap"
@@ -635,25 +636,11 @@ func (c *Conn) Delivered() bool {
 	if !c.finQueued {
 		return true
 	}
-	if c.fallback != FallbackNone {
+	if c.fallback != FallbackNone && !c.finAcked {
 		// Plain TCP: our FIN is acknowledged once the subflow left
-		// FIN-WAIT-1, CLOSING and LAST-ACK for good (finAcked: it did,
-		// and was retired).
-		if c.finAcked {
-			return true
-		}
-		for _, s := range c.subflows {
-			if s.ep == nil {
-				continue
-			}
-			switch s.ep.State() {
-			case tcp.StateFinWait2, tcp.StateTimeWait:
-				return true
-			case tcp.StateClosed:
-				return s.ep.Err() == nil
-			}
-		}
-		return false
+		// FIN-WAIT-1, CLOSING and LAST-ACK for good (subflowDown sets
+		// finAcked when it retires such a subflow).
+		return slices.ContainsFunc(c.subflows, (*Subflow).tcpFINAcked)
 	}
 	return c.finAcked
 }
@@ -1019,13 +1006,26 @@ func (c *Conn) closeSubflowGracefully(s *Subflow) {
 // maxClosedSubflows bounds the closed subflows Info reports.
 const maxClosedSubflows = 16
 
+// tcpFINAcked reports whether the subflow's TCP shows our FIN
+// acknowledged: FIN-WAIT-2, TIME-WAIT, or CLOSED without an error.
+func (s *Subflow) tcpFINAcked() bool {
+	if s.ep == nil {
+		return false
+	}
+	switch s.ep.State() {
+	case tcp.StateFinWait2, tcp.StateTimeWait:
+		return true
+	case tcp.StateClosed:
+		return s.ep.Err() == nil && s.err == nil
+	}
+	return false
+}
+
 // subflowDown retires a subflow whose endpoint is CLOSED.
 func (c *Conn) subflowDown(s *Subflow) {
 	s.dead = true
-	if c.fallback != FallbackNone && c.finQueued && !c.finAcked && s.err == nil &&
-		(s.ep.State() == tcp.StateTimeWait || s.ep.Err() == nil) {
-		// Plain TCP: the subflow ended with both FINs through, ours
-		// acknowledged (Delivered no longer finds it once retired).
+	if c.fallback != FallbackNone && c.finQueued && s.tcpFINAcked() {
+		// Plain TCP: Delivered no longer finds the subflow once retired.
 		c.finAcked = true
 	}
 	c.subflowsClosed++

@@ -261,12 +261,12 @@ func TestTimeoutRetransmitCutAtEdge(t *testing.T) {
 	}
 }
 
-// TestLossProbeNotBeyondEdge: with the edge retreated below the last
-// segment sent, neither the tail loss probe nor the timeout sends anything
-// that ends beyond the edge (RFC 8985's probe re-sends the last segment,
-// which no longer fits; Linux's tcp_send_loss_probe goes through the same
-// window check as any retransmission).
-func TestLossProbeNotBeyondEdge(t *testing.T) {
+// TestTailNotResentBeyondEdge: with the edge retreated below the last
+// segment sent, nothing the timers send ends beyond the edge: no tail loss
+// probe re-sends the last segment (RFC 8985's probe, which no longer
+// fits; Linux's tcp_send_loss_probe goes through the same window check as
+// any retransmission), and the timeouts re-send inside the window.
+func TestTailNotResentBeyondEdge(t *testing.T) {
 	r := newRaw(t, tcp.Config{NoDelay: true})
 	r.establish()
 	retreat(t, r, 5*rawMSS/2)
@@ -287,6 +287,9 @@ func TestLossProbeNotBeyondEdge(t *testing.T) {
 	}
 	if n == 0 {
 		t.Fatal("nothing retransmitted in 1 s")
+	}
+	if i := r.ep.Info(); i.TCPLossProbes != 0 || i.RTOs == 0 {
+		t.Fatalf("loss probes %d, timeouts %d: want the timeouts' resends only", i.TCPLossProbes, i.RTOs)
 	}
 }
 
