@@ -535,7 +535,7 @@ func TestEngineMPTCPFastclose(t *testing.T) {
 				t.Fatalf("engine Close: %v", err)
 			}
 			_, err := io.Copy(io.Discard, c.kern)
-			r.ns.WaitCounter("MPFastcloseRx", before["MPTcpExtMPFastcloseRx"]+1, 5*time.Second)
+			r.ns.WaitCounter(t, "MPFastcloseRx", before["MPTcpExtMPFastcloseRx"]+1, 5*time.Second)
 			r.settle(t)
 			after := r.mptcpCounters(t)
 			logMovedCounters(t, "engine-close-unread", before, after)
@@ -567,7 +567,7 @@ func TestEngineMPTCPFastclose(t *testing.T) {
 			}
 			c.kern.Close()
 			_, err := c.eng.Read(got)
-			r.ns.WaitCounter("MPFastcloseTx", before["MPTcpExtMPFastcloseTx"]+1, 5*time.Second)
+			r.ns.WaitCounter(t, "MPFastcloseTx", before["MPTcpExtMPFastcloseTx"]+1, 5*time.Second)
 			r.settle(t)
 			after := r.mptcpCounters(t)
 			logMovedCounters(t, "kernel-linger0", before, after)

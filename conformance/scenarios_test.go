@@ -81,7 +81,7 @@ var scenarios = []scenario{
 			tp.client.AddEndpoint(netns.Endpoint{Addr: clientV4Link2, Dev: "c2", Flags: []string{"subflow"}})
 		},
 		during: func(t *testing.T, tp *topology) {
-			tp.server.WaitCounter("MPJoinAckRx", 1, 10*time.Second)
+			tp.server.WaitCounter(t, "MPJoinAckRx", 1, 10*time.Second)
 		},
 		movedClient: []string{"MPJoinSynTx", "MPJoinSynAckRx"},
 		movedServer: []string{"MPJoinSynRx", "MPJoinAckRx"},
@@ -102,8 +102,8 @@ var scenarios = []scenario{
 		},
 		during: func(t *testing.T, tp *topology) {
 			// A join to an announced port is counted apart.
-			tp.server.WaitCounter("MPJoinAckRx", 1, 10*time.Second)
-			tp.server.WaitCounter("MPJoinPortAckRx", 1, 10*time.Second)
+			tp.server.WaitCounter(t, "MPJoinAckRx", 1, 10*time.Second)
+			tp.server.WaitCounter(t, "MPJoinPortAckRx", 1, 10*time.Second)
 		},
 		movedClient: []string{"AddAddr", "EchoAddTx", "PortAdd", "MPJoinSynTx", "MPJoinSynAckRx"},
 		movedServer: []string{"AddAddrTx", "EchoAdd", "MPJoinSynRx", "MPJoinPortSynRx", "MPJoinAckRx"},
@@ -126,8 +126,8 @@ var scenarios = []scenario{
 		},
 		during: func(t *testing.T, tp *topology) {
 			// A join to an announced port is counted apart.
-			tp.server.WaitCounter("MPJoinAckRx", 1, 10*time.Second)
-			tp.server.WaitCounter("MPJoinPortAckRx", 1, 10*time.Second)
+			tp.server.WaitCounter(t, "MPJoinAckRx", 1, 10*time.Second)
+			tp.server.WaitCounter(t, "MPJoinPortAckRx", 1, 10*time.Second)
 		},
 		movedClient: []string{"AddAddr", "EchoAddTx", "PortAdd", "MPJoinSynTx", "MPJoinSynAckRx"},
 		movedServer: []string{"AddAddrTx", "EchoAdd", "MPJoinSynRx", "MPJoinPortSynRx", "MPJoinAckRx"},
@@ -145,13 +145,13 @@ var scenarios = []scenario{
 			tp.server.AddEndpoint(netns.Endpoint{Addr: serverV4Link2, Dev: "s2", Flags: []string{"signal"}})
 		},
 		during: func(t *testing.T, tp *topology) {
-			tp.server.WaitCounter("MPJoinAckRx", 1, 10*time.Second)
+			tp.server.WaitCounter(t, "MPJoinAckRx", 1, 10*time.Second)
 			id, err := tp.server.EndpointID(serverV4Link2)
 			if err != nil {
 				t.Fatal(err)
 			}
 			tp.server.DelEndpoint(id)
-			tp.client.WaitCounter("RmAddr", 1, 10*time.Second)
+			tp.client.WaitCounter(t, "RmAddr", 1, 10*time.Second)
 		},
 		movedClient: []string{"AddAddr", "RmAddr"},
 		movedServer: []string{"AddAddrTx", "RmAddrTx", "RmSubflow", "MPJoinAckRx"},
@@ -168,13 +168,13 @@ var scenarios = []scenario{
 			tp.client.AddEndpoint(netns.Endpoint{Addr: clientV4Link2, Dev: "c2", Flags: []string{"subflow"}})
 		},
 		during: func(t *testing.T, tp *topology) {
-			tp.server.WaitCounter("MPJoinAckRx", 1, 10*time.Second)
+			tp.server.WaitCounter(t, "MPJoinAckRx", 1, 10*time.Second)
 			id, err := tp.client.EndpointID(clientV4Link2)
 			if err != nil {
 				t.Fatal(err)
 			}
 			tp.client.ChangeEndpoint(id, "backup")
-			tp.server.WaitCounter("MPPrioRx", 1, 10*time.Second)
+			tp.server.WaitCounter(t, "MPPrioRx", 1, 10*time.Second)
 		},
 		movedClient: []string{"MPPrioTx", "MPJoinSynAckRx"},
 		movedServer: []string{"MPPrioRx", "MPJoinAckRx"},

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"testing"
 	"time"
 )
 
@@ -103,9 +104,10 @@ func (n *NS) EndpointID(addr string) (int, error) {
 
 // WaitCounter polls the namespace's MPTcpExt counter name (with or without
 // the "MPTcpExt" prefix) until it reaches at least min, and returns its
-// value. It fails the test after timeout.
-func (n *NS) WaitCounter(name string, min uint64, timeout time.Duration) uint64 {
-	n.t.Helper()
+// value. It fails t (the caller's test, so that a subtest fails alone)
+// after timeout.
+func (n *NS) WaitCounter(t testing.TB, name string, min uint64, timeout time.Duration) uint64 {
+	t.Helper()
 	if !strings.HasPrefix(name, "MPTcpExt") {
 		name = "MPTcpExt" + name
 	}
@@ -113,11 +115,11 @@ func (n *NS) WaitCounter(name string, min uint64, timeout time.Duration) uint64 
 	for {
 		c, err := n.MPTCPCounters()
 		if err != nil {
-			n.t.Fatal(err)
+			t.Fatal(err)
 		}
 		if v := c[name]; v >= min || time.Now().After(deadline) {
 			if v < min {
-				n.t.Fatalf("%s: %s = %d after %v, want >= %d", n.Name, name, v, timeout, min)
+				t.Fatalf("%s: %s = %d after %v, want >= %d", n.Name, name, v, timeout, min)
 			}
 			return v
 		}

@@ -457,8 +457,34 @@ func TestSimOptionsAfterFallback(t *testing.T) {
 // TestSimCookieKeepsMPTCP runs the handshake through SYN cookies (as a
 // listener under a SYN flood does): the server rebuilds the MPTCP
 // connection from the keys the third ACK echoes, so MPTCP is negotiated.
+// With the client's pure third ACKs lost (the one after the SYN/ACK and
+// the one repeated before the first data), the first data segment, with
+// MP_CAPABLE and its mapping, is the ACK that completes the cookie
+// handshake: its payload reaches the data level through a subflow the
+// listener has just made.
 func TestSimCookieKeepsMPTCP(t *testing.T) {
+	for _, lose := range []bool{false, true} {
+		t.Run(fmt.Sprintf("third-acks-lost=%v", lose), func(t *testing.T) {
+			testSimCookie(t, lose)
+		})
+	}
+}
+
+func testSimCookie(t *testing.T, loseThirdAcks bool) {
 	nw := simnet.New(2)
+	lost := 0
+	nw.Tap = func(pk *simnet.Packet) bool {
+		if !loseThirdAcks || pk.Src != simA || pk.Bytes[13]&0x02 != 0 || len(pk.Bytes) > int(pk.Bytes[12]>>4)*4 {
+			return true
+		}
+		mpc := false
+		forEachMPTCP(pk.Bytes, func(opt []byte) { mpc = mpc || opt[2]>>4 == 0 })
+		if mpc {
+			lost++
+			return false
+		}
+		return true
+	}
 	a, b := nw.AddHost(simA), nw.AddHost(simB)
 	nw.Connect(simA, simB, simnet.LinkConfig{Delay: time.Millisecond}, simnet.LinkConfig{Delay: time.Millisecond})
 	tokens, mib := NewTokens(), new(MIB)
@@ -500,6 +526,12 @@ func TestSimCookieKeepsMPTCP(t *testing.T) {
 	}
 	csf.Bind(ep)
 	p := &simPair{t: t, net: nw, client: client, tokens: tokens, mib: mib}
+	if loseThirdAcks {
+		p.run(func() bool { return client.State() != StateHandshake }, 10*time.Second, "client established")
+		if _, err := client.Write([]byte("first data completes the handshake")); err != nil {
+			t.Fatal(err)
+		}
+	}
 	p.run(func() bool {
 		if sep := b.Accept(80); sep != nil && ssf != nil {
 			ssf.Bind(sep)
@@ -507,6 +539,17 @@ func TestSimCookieKeepsMPTCP(t *testing.T) {
 		}
 		return p.server != nil && client.State() != StateHandshake && p.server.State() != StateHandshake
 	}, 10*time.Second, "cookie handshake")
+	if loseThirdAcks {
+		if lost < 2 {
+			t.Fatalf("%d pure third ACKs lost, want the first and its repetition", lost)
+		}
+		want := "first data completes the handshake"
+		buf := make([]byte, 64)
+		p.run(func() bool { return p.server.Readable() >= len(want) }, 5*time.Second, "first data")
+		if n, _ := p.server.Read(buf); string(buf[:n]) != want {
+			t.Fatalf("server read %q, want %q", buf[:n], want)
+		}
+	}
 	p.transfer(p.client, p.server, 300<<10, 61)
 	p.transfer(p.server, p.client, 300<<10, 62)
 	for _, c := range []*Conn{p.client, p.server} {

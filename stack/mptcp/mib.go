@@ -86,6 +86,11 @@ const (
 	// MPFastcloseBadKey (engine): MP_FASTCLOSE received with a key that is
 	// not ours, ignored.
 	MPFastcloseBadKey
+	// MPFastcloseDataAck (engine): MP_FASTCLOSE resets that also carry a
+	// Data ACK, sent on a subflow before any DSS went out on it, so that
+	// the peer, not yet fully established, does not take the reset for a
+	// fallback and ignore the MP_FASTCLOSE (Linux does).
+	MPFastcloseDataAck
 	// MPRstTx: MP_TCPRST sent.
 	MPRstTx
 	// MPRstRx: MP_TCPRST received on a RST.
@@ -183,6 +188,7 @@ var counterNames = [numCounters]string{
 	MPFastcloseTx:           "MPFastcloseTx",
 	MPFastcloseRx:           "MPFastcloseRx",
 	MPFastcloseBadKey:       "MPFastcloseBadKey",
+	MPFastcloseDataAck:      "MPFastcloseDataAck",
 	MPRstTx:                 "MPRstTx",
 	MPRstRx:                 "MPRstRx",
 	DssFallback:             "DssFallback",

@@ -428,3 +428,61 @@ func forEachMPTCP(seg []byte, fn func(opt []byte)) {
 		i += n
 	}
 }
+
+// TestSimFastcloseBeforeDSS has the server abort before any DSS of its
+// own went out (as when its application closes with the client's first
+// data unread): Linux, not yet fully established (RFC 8684 §3.1), would
+// take a RST without a DSS for a fallback and ignore its MP_FASTCLOSE, so
+// the RST carries the Data ACK. Once a DSS went out, the RST carries none.
+func TestSimFastcloseBeforeDSS(t *testing.T) {
+	for _, dssFirst := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dss-first=%v", dssFirst), func(t *testing.T) {
+			serverDSS, rstDSS, rstFC := 0, 0, 0
+			tap := func(pk *simnet.Packet) bool {
+				if pk.Src != simB {
+					return true
+				}
+				rst := pk.Bytes[13]&0x04 != 0
+				forEachMPTCP(pk.Bytes, func(opt []byte) {
+					switch st := opt[2] >> 4; {
+					case st == 2 && rst:
+						rstDSS++
+					case st == 2:
+						serverDSS++
+					case st == 7 && rst:
+						rstFC++
+					}
+				})
+				return true
+			}
+			p := newSimPairTap(t, simnet.LinkConfig{Delay: time.Millisecond}, tap)
+			if dssFirst {
+				if _, err := p.server.Write([]byte("first")); err != nil {
+					t.Fatal(err)
+				}
+				p.run(func() bool { return p.client.Readable() > 0 }, time.Second, "server data")
+			}
+			if (serverDSS > 0) != dssFirst {
+				t.Fatalf("the server sent %d DSS before the abort", serverDSS)
+			}
+			p.server.Abort()
+			p.run(func() bool { return p.client.Err() != nil }, time.Second, "client reset")
+			if !errors.Is(p.client.Err(), ErrFastclose) {
+				t.Errorf("client error %v, want ErrFastclose", p.client.Err())
+			}
+			if rstFC != 1 {
+				t.Errorf("%d RSTs with MP_FASTCLOSE, want 1", rstFC)
+			}
+			want, wantMIB := 1, uint64(1)
+			if dssFirst {
+				want, wantMIB = 0, 0
+			}
+			if rstDSS != want {
+				t.Errorf("the fastclose RST carried %d DSS, want %d", rstDSS, want)
+			}
+			if got := p.mib.Get(MPFastcloseDataAck); got != wantMIB {
+				t.Errorf("MPFastcloseDataAck %d, want %d", got, wantMIB)
+			}
+		})
+	}
+}

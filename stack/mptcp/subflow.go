@@ -59,6 +59,9 @@ type Subflow struct {
 	// sawDSS: a DSS arrived from the peer on this subflow after the
 	// handshake, so its options are not being stripped.
 	sawDSS bool
+	// dssSent: a DSS with our Data ACK went out on this subflow, so the
+	// peer counts the subflow fully established (RFC 8684 §3.1).
+	dssSent bool
 
 	// txq records the chunks mapped onto this subflow, oldest first, to
 	// tell how far the subflow's acknowledgement reaches in data space.
@@ -190,10 +193,12 @@ func partialSum(b []byte) uint16 { return gvchecksum.Checksum(b, 0) }
 var (
 	_ tcp.Extension = (*Subflow)(nil)
 	_ tcp.Receiver  = (*Subflow)(nil)
+	_ tcp.Binder    = (*Subflow)(nil)
 )
 
 // Bind attaches the subflow's endpoint (created with this Subflow as its
-// Extension).
+// Extension). tcp.NewEndpoint calls it (tcp.Binder), so the subflow has
+// its endpoint from the first segment on, also on a listener's.
 func (s *Subflow) Bind(ep *tcp.Endpoint) {
 	s.ep = ep
 }
@@ -264,6 +269,15 @@ func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options
 			s.rst = options.MPTCPRst{Reason: s.rstReason}
 			dst = append(dst, &s.rst)
 			c.cfg.MIB.Inc(MPRstTx)
+		}
+		if c.fastclose && c.haveRemoteKey && !s.dssSent && c.rx != nil {
+			// A peer that has not yet seen a DSS from us is not fully
+			// established (§3.1): Linux then takes a segment without one
+			// for a fallback and ignores its MP_FASTCLOSE. Our Data ACK
+			// (32 bits, to fit beside the timestamps) establishes it.
+			s.dss = options.DSS{HasDataAck: true, DataAck: uint64(uint32(c.rx.Next()))}
+			dst = append(dst, &s.dss)
+			c.cfg.MIB.Inc(MPFastcloseDataAck)
 		}
 		return dst
 	}
@@ -346,6 +360,7 @@ func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options
 	if !s.dss.HasDataAck && !s.dss.HasMapping {
 		return dst
 	}
+	s.dssSent = true
 	return append(dst, &s.dss)
 }
 

@@ -246,6 +246,9 @@ func NewEndpoint(cfg Config) (*Endpoint, error) {
 		return nil, err
 	}
 	e.setCC(cc)
+	if b, ok := cfg.Extension.(Binder); ok {
+		b.Bind(e)
+	}
 	return e, nil
 }
 

@@ -84,6 +84,14 @@ type Extension interface {
 	StateChanged(from, to State)
 }
 
+// Binder is implemented by extensions that keep their endpoint: the
+// endpoint is handed over as soon as it exists, before it handles its
+// first segment (a listener's endpoint handles the ACK that completes a
+// SYN-cookie handshake, and any data on it, before anyone accepts it).
+type Binder interface {
+	Bind(e *Endpoint)
+}
+
 // Receiver is implemented by extensions that take the in-order payload
 // themselves (MPTCP reassembles at the connection level, RFC 8684 §3.3).
 // The receive buffer is then used only for out-of-order data, and Read
