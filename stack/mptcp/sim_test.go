@@ -2,6 +2,7 @@ package mptcp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -484,5 +485,74 @@ func TestSimFastcloseBeforeDSS(t *testing.T) {
 				t.Errorf("MPFastcloseDataAck %d, want %d", got, wantMIB)
 			}
 		})
+	}
+}
+
+// TestSimDataRetransAfterClose: the server has everything and its
+// connection closed (both DATA_FINs acknowledged, its subflow closed with
+// a FIN), but its Data ACKs never reached the client, whose data-level
+// timer re-sends its data on the subflow (Linux does the same). That is a
+// duplicate at the data level: the server acknowledges it, it does not
+// reset the subflow for data after its close (RFC 2525 §2.17 is for data
+// nobody will read), and both ends finish cleanly.
+func TestSimDataRetransAfterClose(t *testing.T) {
+	var p *simPair
+	var frozen []byte
+	freeze, resent := true, 0
+	tap := func(pk *simnet.Packet) bool {
+		closed := p != nil && p.server != nil && p.server.State() == StateClosed
+		if pk.Src == simA && closed && len(pk.Bytes) > int(pk.Bytes[12]>>4)*4 && freeze {
+			resent++
+			freeze = false // let the answer to the retransmission through
+			return true
+		}
+		forEachMPTCP(pk.Bytes, func(opt []byte) {
+			if pk.Src == simB && opt[2]>>4 == 2 && opt[3]&0x01 != 0 && len(opt) >= 8 && freeze {
+				n := 4
+				if opt[3]&0x02 != 0 {
+					n = 8
+				}
+				if frozen != nil {
+					copy(opt[4:4+n], frozen[8-n:])
+				}
+			}
+		})
+		return true
+	}
+	p = newSimPairTap(t, simnet.LinkConfig{Delay: 5 * time.Millisecond}, tap)
+	// The server's Data ACK stays at the client's first byte.
+	frozen = binary.BigEndian.AppendUint64(nil, p.server.Info().RcvNxt)
+	msg := []byte("delivered once, sent twice")
+	if _, err := p.client.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	p.client.CloseWrite()
+	got := make([]byte, 0, len(msg))
+	buf := make([]byte, 64)
+	p.run(func() bool {
+		n, _ := p.server.Read(buf)
+		got = append(got, buf[:n]...)
+		return p.server.Readable() == 0 && len(got) == len(msg)
+	}, 5*time.Second, "server read")
+	p.server.CloseWrite()
+	p.run(func() bool {
+		return p.client.State() == StateClosed && p.server.State() == StateClosed
+	}, 30*time.Second, "both closed")
+	if string(got) != string(msg) {
+		t.Fatalf("server read %q", got)
+	}
+	if resent == 0 {
+		t.Fatal("the client re-sent no data after the server's close: not the case under test")
+	}
+	for _, c := range []*Conn{p.client, p.server} {
+		if c.Err() != nil {
+			t.Errorf("client=%v: %v", c.client, c.Err())
+		}
+	}
+	if n := p.ssf.ep.Info().AbortOnData; n != 0 {
+		t.Errorf("the server's subflow reset %d times for data after its close", n)
+	}
+	if got := p.mib.Get(MPRstTx); got != 0 {
+		t.Errorf("MPRstTx %d, want 0", got)
 	}
 }

@@ -108,3 +108,65 @@ func TestCloseWithUnreadDataResets(t *testing.T) {
 		t.Fatalf("client %v %v server %v", p.a.State(), p.a.Err(), p.b.Err())
 	}
 }
+
+// TestDataAfterClose: once the server closed (no unread data), new data
+// from the client is answered with a RST (RFC 2525 §2.17, AbortOnData),
+// but a retransmission of data it already received (its ACK and FIN were
+// lost, so the client's timer re-sent the data) is acknowledged as usual,
+// as Linux does (the segment is unacceptable, RFC 9293 §3.10.7.4): the
+// client's data was delivered and nothing is reset.
+func TestDataAfterClose(t *testing.T) {
+	for _, retransmission := range []bool{false, true} {
+		t.Run(map[bool]string{false: "new-data", true: "retransmission"}[retransmission], func(t *testing.T) {
+			p := closePair(t)
+			blackhole := false
+			dropped, resent := 0, 0
+			p.net.Tap = func(pk *simnet.Packet) bool {
+				payload := len(pk.Bytes) > int(pk.Bytes[12]>>4)*4
+				if pk.Src == addrA && payload && blackhole {
+					resent++
+				}
+				if blackhole && pk.Src == addrB {
+					dropped++
+					return false
+				}
+				return true
+			}
+			blackhole = retransmission
+			p.a.Write([]byte("first"))
+			p.net.RunFor(15 * time.Millisecond) // delivered; any answer lost
+			buf := make([]byte, 16)
+			if n, _ := p.b.Read(buf); string(buf[:n]) != "first" {
+				t.Fatalf("server read %q", buf[:n])
+			}
+			resent = 0
+			p.b.Close()
+			if retransmission {
+				// Everything the server sends is lost until the client's
+				// retransmission timer has re-sent the data.
+				p.net.RunFor(2 * time.Second)
+				blackhole = false
+			} else {
+				p.net.RunFor(100 * time.Millisecond)
+				p.a.Write([]byte("new"))
+			}
+			p.net.RunFor(5 * time.Second)
+			info := p.b.Info()
+			if retransmission {
+				if dropped == 0 || resent == 0 {
+					t.Fatalf("%d segments of the server dropped, %d data segments re-sent after its Close: not the case under test", dropped, resent)
+				}
+				if p.a.Err() != nil || p.b.Err() != nil || info.AbortOnData != 0 {
+					t.Fatalf("client err %v, server err %v, AbortOnData %d: a retransmission reset the connection", p.a.Err(), p.b.Err(), info.AbortOnData)
+				}
+				if st := p.a.State(); st != tcp.StateCloseWait {
+					t.Fatalf("client %v, want CLOSE-WAIT (the server's FIN arrived, its data acknowledged)", st)
+				}
+				return
+			}
+			if p.a.Err() != tcp.ErrConnectionReset || p.b.Err() != tcp.ErrAborted || info.AbortOnData != 1 {
+				t.Fatalf("client err %v, server err %v, AbortOnData %d: want a reset for new data", p.a.Err(), p.b.Err(), info.AbortOnData)
+			}
+		})
+	}
+}

@@ -44,6 +44,9 @@ type Info struct {
 	// dropped (TcpExtBeyondWindow at a Linux peer): Linux's
 	// tcp_acceptable_seq.
 	SeqClamped uint64
+	// AbortOnData counts resets for new data that arrived after Close
+	// (RFC 2525 §2.17; Linux's TCPAbortOnData).
+	AbortOnData uint64
 	// BytesBeyondEdge counts bytes outstanding beyond the peer's right
 	// edge when it retreated: taken out of flight and sent again once
 	// the window allowed it, without a congestion response.

@@ -359,8 +359,15 @@ func (e *Endpoint) handleSynchronized(seg *Segment) {
 	if len(seg.Payload) > 0 {
 		switch e.state {
 		case StateEstablished, StateFinWait1, StateFinWait2:
-			if e.closed {
-				// Data after Close: nobody will read it (RFC 2525 §2.17).
+			if e.closed && e.rx == nil {
+				// New data after Close: nobody will read it (RFC 2525
+				// §2.17; a retransmission of data received before never
+				// gets here: it is unacceptable, and acknowledged). An
+				// extension that takes the payload itself gets it: MPTCP's
+				// connection decides what a subflow's data is worth (a
+				// data-level retransmission after its close is a
+				// duplicate, acknowledged, not a reason to reset).
+				e.info.AbortOnData++
 				e.sendRST(e.seqOf(e.ackSeqOff()), e.rcvNxtSeq(), true)
 				e.closeNow(ErrAborted)
 				return
