@@ -198,9 +198,21 @@ func (f *fakeLink) Close() {
 // delivered.
 type fakeStack struct {
 	recv recorder
+	// With gate set, a delivery first signals entered, then takes gate's
+	// read lock, as gVisor's IPv4 input takes the stack's lock.
+	gate    *sync.RWMutex
+	entered chan struct{}
 }
 
 func (s *fakeStack) DeliverNetworkPacket(proto tcpip.NetworkProtocolNumber, pkt *stack.PacketBuffer) {
+	if s.gate != nil {
+		select {
+		case s.entered <- struct{}{}:
+		default:
+		}
+		s.gate.RLock()
+		defer s.gate.RUnlock()
+	}
 	s.recv.mu.Lock()
 	defer s.recv.mu.Unlock()
 	s.recv.add(pkt, 0)

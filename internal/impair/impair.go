@@ -218,10 +218,15 @@ func (e *Endpoint) releaseEgress(b []held) {
 
 // releaseIngress delivers a batch of due packets to the stack, in order,
 // and drops the line's references. It runs under the ingress line's relMu.
+// Once the endpoint is closed, the rest of the batch is flushed (see Wait).
 func (e *Endpoint) releaseIngress(b []held) {
 	d := e.currentDispatcher()
 	for _, h := range b {
-		e.deliverUp(d, h.proto, h.pkt)
+		if e.closed.Load() {
+			e.in.st.flushed.Add(1)
+		} else {
+			e.deliverUp(d, h.proto, h.pkt)
+		}
 		h.pkt.DecRef()
 	}
 }
@@ -302,11 +307,15 @@ func (e *Endpoint) Close() {
 }
 
 // Wait implements stack.LinkEndpoint: it waits for the child's goroutines
-// and for a release in progress to finish.
+// and for an egress release in progress to finish. It does not wait for an
+// ingress release: gVisor's Stack.Wait calls it with the stack's lock
+// held, and a packet being delivered up may be waiting for that lock (in
+// IPv4 input). Such a release delivers that one packet once the lock is
+// free (to a NIC the stack has removed, which drops it) and flushes the
+// rest of its batch, since Close ran first.
 func (e *Endpoint) Wait() {
 	e.child.Wait()
 	e.out.wait()
-	e.in.wait()
 }
 
 // MTU implements stack.LinkEndpoint.

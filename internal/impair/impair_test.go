@@ -410,6 +410,52 @@ func TestClose(t *testing.T) {
 	h.finish(t)
 }
 
+// TestWaitWhileDeliveryBlocked: gVisor's Stack.Wait calls the link
+// endpoint's Wait with the stack's lock held, while a delayed ingress
+// packet being released may be waiting for that lock inside the stack (a
+// CI run hung 15 minutes so). Wait must return all the same; the blocked
+// delivery completes once the lock is free, and the rest of its batch is
+// flushed because the endpoint was closed.
+func TestWaitWhileDeliveryBlocked(t *testing.T) {
+	cfg := Config{Delay: time.Millisecond}
+	h := newHarness(t, Config{}, cfg, 1)
+	var stackMu sync.RWMutex
+	h.up.gate, h.up.entered = &stackMu, make(chan struct{}, 1)
+	for i := range uint32(3) {
+		h.link.inject(i, 64)
+	}
+	stackMu.Lock() // Stack.Wait holds the stack's lock
+	released := make(chan struct{})
+	go func() {
+		h.clock.Advance(cfg.Delay) // the release blocks in the stack
+		close(released)
+	}()
+	select {
+	case <-h.up.entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the release never reached the stack")
+	}
+	h.e.Close()
+	waited := make(chan struct{})
+	go func() {
+		h.e.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		stackMu.Unlock()
+		t.Fatal("Wait blocked on a delivery that waits for the stack's lock")
+	}
+	stackMu.Unlock()
+	<-released
+	if st := h.e.Stats().Ingress; st.Delivered != 1 || st.Flushed != 2 {
+		t.Errorf("ingress: %+v, want the one packet in the stack delivered and the other two flushed", st)
+	}
+	h.up.gate = nil
+	h.finish(t)
+}
+
 // TestDetached checks that delayed ingress packets released while no
 // dispatcher is attached are freed, and that the child follows Attach.
 func TestDetached(t *testing.T) {

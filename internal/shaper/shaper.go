@@ -155,7 +155,7 @@ func (e *Endpoint) releaseIngress(b []queued) {
 	d := e.dispatcher
 	e.dmu.RUnlock()
 	for _, q := range b {
-		if d != nil {
+		if d != nil && !e.closed.Load() {
 			d.DeliverNetworkPacket(q.proto, q.pkt)
 		}
 		q.pkt.DecRef()
@@ -210,11 +210,14 @@ func (e *Endpoint) Close() {
 	e.child.Close()
 }
 
-// Wait implements stack.LinkEndpoint.
+// Wait implements stack.LinkEndpoint. It does not wait for an ingress
+// release in progress: gVisor's Stack.Wait calls it with the stack's lock
+// held, which the packet being delivered up may be waiting for. That
+// release hands on its one packet once the lock is free and drops the
+// rest of its batch, since Close ran first.
 func (e *Endpoint) Wait() {
 	e.child.Wait()
 	e.out.wait()
-	e.in.wait()
 }
 
 // The rest of stack.LinkEndpoint is the child's.

@@ -3,6 +3,7 @@ package shaper
 import (
 	"encoding/binary"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -143,4 +144,69 @@ func TestUnlimitedPassesAtOnce(t *testing.T) {
 		t.Errorf("after Close: %+v", st)
 	}
 	var _ tcpip.Error
+}
+
+// gatedStack is a dispatcher whose deliveries take a read lock, as
+// gVisor's IPv4 input takes the stack's lock.
+type gatedStack struct {
+	gate      sync.RWMutex
+	entered   chan struct{}
+	delivered atomic.Int64
+}
+
+func (g *gatedStack) DeliverNetworkPacket(_ tcpip.NetworkProtocolNumber, _ *stack.PacketBuffer) {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	g.gate.RLock()
+	defer g.gate.RUnlock()
+	g.delivered.Add(1)
+}
+
+func (*gatedStack) DeliverLinkPacket(tcpip.NetworkProtocolNumber, *stack.PacketBuffer) {}
+
+// TestWaitWhileDeliveryBlocked: gVisor's Stack.Wait calls Wait with the
+// stack's lock held while a queued ingress packet being released may be
+// waiting for that lock: Wait must return all the same, and nothing is
+// delivered after the blocked packet.
+func TestWaitWhileDeliveryBlocked(t *testing.T) {
+	child := channel.New(64, 1500, "")
+	e := New(child, Config{}, Config{Rate: 100_000})
+	g := &gatedStack{}
+	e.Attach(g)
+	for i := range 20 {
+		pkt := tcpPacket(1000, uint16(1000+i))
+		child.InjectInbound(header.IPv4ProtocolNumber, pkt)
+		pkt.DecRef()
+	}
+	if e.Stats().Ingress.Queued == 0 {
+		t.Fatalf("nothing queued: %+v", e.Stats().Ingress)
+	}
+	g.entered = make(chan struct{}, 1)
+	g.gate.Lock() // Stack.Wait holds the stack's lock
+	select {
+	case <-g.entered:
+	case <-time.After(5 * time.Second):
+		g.gate.Unlock()
+		t.Fatal("no release reached the stack")
+	}
+	before := g.delivered.Load()
+	e.Close()
+	waited := make(chan struct{})
+	go func() {
+		e.Wait()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+	case <-time.After(5 * time.Second):
+		g.gate.Unlock()
+		t.Fatal("Wait blocked on a delivery that waits for the stack's lock")
+	}
+	g.gate.Unlock()
+	time.Sleep(100 * time.Millisecond)
+	if got := g.delivered.Load(); got > before+1 {
+		t.Errorf("%d packets delivered after Close, want at most the one in the stack", got-before)
+	}
 }
