@@ -18,6 +18,9 @@
 //
 // Exit status: 0 on success, 1 when a command ran but found failures (for
 // example failed capture checks), 2 on usage errors and I/O errors.
+//
+// With MPTUND_CPUPROFILE=PATH in the environment, any command writes a Go
+// CPU profile of its whole run to PATH.PID (for go tool pprof).
 package main
 
 import (
@@ -26,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 )
 
 // Exit statuses.
@@ -57,7 +61,33 @@ var commands = []*command{
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	stop := cpuProfile(os.Getenv("MPTUND_CPUPROFILE"), os.Stderr)
+	code := run(os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// cpuProfile starts a CPU profile to path.PID when path is set, and
+// returns the function that ends it.
+func cpuProfile(path string, stderr io.Writer) (stop func()) {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(fmt.Sprintf("%s.%d", path, os.Getpid()))
+	if err == nil {
+		err = pprof.StartCPUProfile(f)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: MPTUND_CPUPROFILE: %v\n", programName, err)
+		if f != nil {
+			f.Close()
+		}
+		return func() {}
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 // run dispatches args (without the program name) and returns the exit
