@@ -193,7 +193,6 @@ type Conn struct {
 	rcvEdge    dsnmap.DSN
 	rcvEdgeSet bool
 	tune       rcvTune
-	lastAdvWnd int // window advertised by the last ACK, for window updates
 	// rcvFIN is the DSN of the peer's DATA_FIN once announced (rcvFINSet);
 	// it takes effect when the in-order stream reaches it (see noteFIN).
 	rcvFIN    dsnmap.DSN
@@ -233,6 +232,9 @@ type Stats struct {
 	// Reinjected counts bytes re-sent on another subflow than the one
 	// they were first sent on (a subflow failed or went stale).
 	Reinjected uint64
+	// WindowUpdates counts pure ACKs sent on a subflow because reading
+	// moved the right edge it last advertised by a quarter of the buffer.
+	WindowUpdates uint64
 	// Dropped* count data-level information ignored as out of window or
 	// inconsistent, never a reset (the peer retransmits at the data level
 	// what was dropped): bytes outside the receive window, bytes beyond
@@ -514,13 +516,20 @@ func (c *Conn) Readable() int {
 	return c.rx.Readable()
 }
 
-// windowUpdate sends a window update when reading opened the window by a
-// significant amount (RFC 9293 §3.8.6.2.2 receiver-side SWS avoidance:
-// at least a quarter of the buffer).
+// windowUpdate sends a window update on every subflow whose last
+// advertised right edge reading has moved by a significant amount
+// (RFC 9293 §3.8.6.2.2 receiver-side SWS avoidance: at least a quarter of
+// the buffer). Each subflow's sender reads the window against that
+// subflow's own acknowledgements: a subflow that got no update keeps the
+// small window it last saw and stalls the data it holds, the very data
+// the others' out-of-order bytes wait for, until a window probe or a
+// data-level retransmission (Linux likewise updates every subflow,
+// mptcp_cleanup_rbuf).
 func (c *Conn) windowUpdate() {
-	w := c.rx.Window()
-	if w-c.lastAdvWnd >= c.rcvLimit/4 {
-		if s := c.anyUsable(); s != nil {
+	edge := c.rx.Next() + dsnmap.DSN(c.rx.Window())
+	for _, s := range c.subflows {
+		if s.usable() && s.advEdgeOK && int64(edge-s.advEdge) >= int64(c.rcvLimit/4) {
+			c.stats.WindowUpdates++
 			s.ep.SendAck()
 		}
 	}

@@ -62,6 +62,10 @@ type Subflow struct {
 	// dssSent: a DSS with our Data ACK went out on this subflow, so the
 	// peer counts the subflow fully established (RFC 8684 §3.1).
 	dssSent bool
+	// advEdge is the data-level right edge (Data ACK plus window) this
+	// subflow last advertised, once advEdgeOK.
+	advEdge   dsnmap.DSN
+	advEdgeOK bool
 
 	// txq records the chunks mapped onto this subflow, oldest first, to
 	// tell how far the subflow's acknowledgement reaches in data space.
@@ -355,7 +359,7 @@ func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options
 		}
 	}
 	if c.rx != nil {
-		c.lastAdvWnd = c.rx.Window()
+		s.advEdge, s.advEdgeOK = c.rx.Next()+dsnmap.DSN(c.rx.Window()), true
 	}
 	if !s.dss.HasDataAck && !s.dss.HasMapping {
 		return dst
