@@ -72,12 +72,12 @@ func (sub *subflow) config() tcp.Config {
 	return cfg
 }
 
-// bindMPTCP attaches the MPTCP extension to the endpoint.
+// bindMPTCP tells the MPTCP subflow its addresses (tcp.NewEndpoint has
+// bound it to its endpoint already, tcp.Binder).
 func (sub *subflow) bindMPTCP() {
 	if sub.sf == nil {
 		return
 	}
-	sub.sf.Bind(sub.ep)
 	sub.sf.Local, sub.sf.Remote = sub.local(), sub.remote()
 }
 

@@ -528,7 +528,7 @@ func (c *Conn) Readable() int {
 func (c *Conn) windowUpdate() {
 	edge := c.rx.Next() + dsnmap.DSN(c.rx.Window())
 	for _, s := range c.subflows {
-		if s.usable() && s.advEdgeOK && int64(edge-s.advEdge) >= int64(c.rcvLimit/4) {
+		if s.usable() && s.ackSent && int64(edge-s.advEdge) >= int64(c.rcvLimit/4) {
 			c.stats.WindowUpdates++
 			s.ep.SendAck()
 		}

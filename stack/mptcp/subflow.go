@@ -59,13 +59,11 @@ type Subflow struct {
 	// sawDSS: a DSS arrived from the peer on this subflow after the
 	// handshake, so its options are not being stripped.
 	sawDSS bool
-	// dssSent: a DSS with our Data ACK went out on this subflow, so the
-	// peer counts the subflow fully established (RFC 8684 §3.1).
-	dssSent bool
-	// advEdge is the data-level right edge (Data ACK plus window) this
-	// subflow last advertised, once advEdgeOK.
-	advEdge   dsnmap.DSN
-	advEdgeOK bool
+	// ackSent: a DSS with our Data ACK went out on this subflow, so the
+	// peer counts the subflow fully established (RFC 8684 §3.1); advEdge
+	// is the data-level right edge (Data ACK plus window) it last carried.
+	ackSent bool
+	advEdge dsnmap.DSN
 
 	// txq records the chunks mapped onto this subflow, oldest first, to
 	// tell how far the subflow's acknowledgement reaches in data space.
@@ -274,7 +272,7 @@ func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options
 			dst = append(dst, &s.rst)
 			c.cfg.MIB.Inc(MPRstTx)
 		}
-		if c.fastclose && c.haveRemoteKey && !s.dssSent && c.rx != nil {
+		if c.fastclose && c.haveRemoteKey && !s.ackSent && c.rx != nil {
 			// A peer that has not yet seen a DSS from us is not fully
 			// established (§3.1): Linux then takes a segment without one
 			// for a fallback and ignores its MP_FASTCLOSE. Our Data ACK
@@ -358,13 +356,12 @@ func (s *Subflow) SegmentOptions(info *tcp.SegmentInfo, space int, dst []options
 			s.dss.Checksum = ^checksum.PseudoHeaderSum(fin, 0, 1)
 		}
 	}
-	if c.rx != nil {
-		s.advEdge, s.advEdgeOK = c.rx.Next()+dsnmap.DSN(c.rx.Window()), true
-	}
 	if !s.dss.HasDataAck && !s.dss.HasMapping {
 		return dst
 	}
-	s.dssSent = true
+	if s.dss.HasDataAck {
+		s.ackSent, s.advEdge = true, c.rx.Next()+dsnmap.DSN(c.rx.Window())
+	}
 	return append(dst, &s.dss)
 }
 

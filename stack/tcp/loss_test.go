@@ -33,15 +33,12 @@ func TestSACKRecoveryRetransmitsOnlyHoles(t *testing.T) {
 	r.in(r.ack(start(3), blk(7, 8), blk(4, 6)))
 	r.in(r.ack(start(3), blk(7, 9), blk(4, 6)))
 	r.in(r.ack(start(3), blk(7, 10), blk(4, 6)))
-	rx := r.take()
 	var got []seqnum.Value
-	for _, s := range rx {
-		if len(s.Payload) > 0 {
-			if !s.Retx {
-				t.Errorf("new data sent during recovery with no new data queued: %+v", s.Seq)
-			}
-			got = append(got, s.Seq)
+	for _, s := range r.takeData() {
+		if !s.Retx {
+			t.Errorf("new data sent during recovery with no new data queued: %+v", s.Seq)
 		}
+		got = append(got, s.Seq)
 	}
 	if len(got) != 2 || got[0] != start(3) || got[1] != start(6) {
 		t.Fatalf("retransmitted %v, want [%v %v]", got, start(3), start(6))

@@ -1,6 +1,7 @@
 package tcp_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -77,6 +78,11 @@ func (r *raw) take() []sent {
 	o := r.out
 	r.out = nil
 	return o
+}
+
+// takeData is take without the segments that carry no payload.
+func (r *raw) takeData() []sent {
+	return slices.DeleteFunc(r.take(), func(s sent) bool { return len(s.Payload) == 0 })
 }
 
 // establish completes an active open against the fake peer, which offers

@@ -201,15 +201,13 @@ func TestRetransmitInsideRetreatedWindow(t *testing.T) {
 	var rx []sent
 	for range 30 {
 		r.advance(100 * time.Millisecond)
-		for _, s := range r.take() {
-			if len(s.Payload) > 0 {
-				rx = append(rx, s)
-				// Acknowledge each retransmission, window unchanged
-				// (the edge stays put).
-				a := r.ack(s.Seq + seqnum.Value(len(s.Payload)))
-				a.Window = uint16((int(edge) - int(a.Ack)) >> 7)
-				r.in(a)
-			}
+		for _, s := range r.takeData() {
+			rx = append(rx, s)
+			// Acknowledge each retransmission, window unchanged (the
+			// edge stays put).
+			a := r.ack(s.Seq + seqnum.Value(len(s.Payload)))
+			a.Window = uint16((int(edge) - int(a.Ack)) >> 7)
+			r.in(a)
 		}
 	}
 	if len(rx) == 0 {
@@ -239,11 +237,7 @@ func TestTimeoutRetransmitCutAtEdge(t *testing.T) {
 	var rx []sent
 	for range 20 {
 		r.advance(100 * time.Millisecond)
-		for _, s := range r.take() {
-			if len(s.Payload) > 0 {
-				rx = append(rx, s)
-			}
-		}
+		rx = append(rx, r.takeData()...)
 		if len(rx) > 0 {
 			break
 		}
@@ -275,10 +269,7 @@ func TestTailNotResentBeyondEdge(t *testing.T) {
 	n := 0
 	for range 40 {
 		r.advance(25 * time.Millisecond)
-		for _, s := range r.take() {
-			if len(s.Payload) == 0 {
-				continue
-			}
+		for _, s := range r.takeData() {
 			n++
 			if end := s.Seq + seqnum.Value(len(s.Payload)); edge.LessThan(end) {
 				t.Fatalf("sent [%v, %v) beyond the edge %v (%+v)", s.Seq, end, edge, r.ep.Info())
